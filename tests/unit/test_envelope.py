@@ -1,0 +1,113 @@
+"""The Kafka envelope: round trips, and the fixed v1 byte samples stay decodable forever."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas import envelope
+from schemas.errors import EnvelopeError, UnsupportedVersionError
+
+SAMPLES = Path(__file__).parent.parent / "data" / "envelope"
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def test_v1_media_sample() -> None:
+    record = envelope.decode(sample("v1_media.bin"))
+    assert record == envelope.MediaChunk(
+        call_id="call-1", stream_id="stream-a", track="inbound", chunk=7, timestamp_ms=120,
+        codec="L16/24000", payload=bytes(range(16)), received_ns=1763712000000000000, seq=9,
+    )
+
+
+def test_v1_start_sample() -> None:
+    record = envelope.decode(sample("v1_start.bin"))
+    assert isinstance(record, envelope.StreamStarted)
+    assert (record.call_id, record.stream_type, record.channel, record.codec) == (
+        "call-1", "oneway", "both", "L16/24000"
+    )
+    assert (record.ingest_pod, record.event_time, record.seq) == (
+        "ingest-0", "2025-11-21T08:00:00.000Z", 1
+    )
+
+
+def test_v1_close_sample() -> None:
+    record = envelope.decode(sample("v1_close.bin"))
+    assert isinstance(record, envelope.StreamClosed)
+    assert (record.reason, record.detail, record.chunks, record.invalid) == (
+        "disconnect", "socket closed without stop", 250, 2
+    )
+
+
+def test_v1_mark_sample() -> None:
+    record = envelope.decode(sample("v1_mark.bin"))
+    assert record == envelope.MarkReceived(
+        call_id="call-1", stream_id="stream-a", name="greeting-done",
+        received_ns=1763712001000000000, seq=51,
+    )
+
+
+def test_v1_recording_sample() -> None:
+    record = envelope.decode(sample("v1_recording.bin"))
+    assert isinstance(record, envelope.RecordingFinished)
+    assert (record.call_id, record.part, record.tracks, record.complete) == (
+        "call-1", 0, ["inbound", "outbound"], True
+    )
+
+
+def test_header_layout_is_magic_version_kind() -> None:
+    data = sample("v1_close.bin")
+    assert data[:4] == b"CR\x01\x03"
+
+
+def test_fields_added_by_a_later_writer_are_ignored() -> None:
+    # A v1 writer of the future adds a field; this reader must still decode the record.
+    import msgspec
+
+    body = msgspec.msgpack.decode(sample("v1_mark.bin")[4:])
+    body["added_later"] = [1, 2, 3]
+    record = envelope.decode(b"CR\x01\x04" + msgspec.msgpack.encode(body))
+    assert isinstance(record, envelope.MarkReceived) and record.name == "greeting-done"
+
+
+def test_newer_version_is_refused_with_its_own_error() -> None:
+    data = bytearray(sample("v1_media.bin"))
+    data[2] = 2
+    with pytest.raises(UnsupportedVersionError):
+        envelope.decode(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"CR", b"XX\x01\x01", b"CR\x01\x09\x80", b"CR\x01\x01\xc1", b"CR\x01\x01\x80"]
+)
+def test_garbage_is_an_envelope_error(value: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        envelope.decode(value)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_envelope_error(value: bytes) -> None:
+    for candidate in (value, b"CR\x01" + value):
+        with contextlib.suppress(EnvelopeError):
+            envelope.decode(candidate)
+
+
+@given(
+    chunk=st.integers(min_value=0, max_value=2**40),
+    ts=st.integers(min_value=0, max_value=2**40),
+    payload=st.binary(max_size=2000),
+    track=st.sampled_from(["inbound", "outbound"]),
+)
+def test_media_round_trip(chunk: int, ts: int, payload: bytes, track: str) -> None:
+    record = envelope.MediaChunk(
+        call_id="c", stream_id="s", track=track, chunk=chunk,  # type: ignore[arg-type]
+        timestamp_ms=ts, codec="L16/24000", payload=payload, received_ns=1,
+    )
+    assert envelope.decode(envelope.encode(record)) == record
