@@ -7,9 +7,10 @@ Flow control, in one place:
    so the connection stops reading its socket; websockets then stops reading
    the TCP stream and the sender is slowed by TCP itself. Nothing is dropped and
    nothing buffers without bound.
-2. Records are grouped per partition and sent as one batch per event-loop
-   iteration (or when a batch reaches ``batch_bytes``): aiokafka's per-record
-   ``send()`` costs more Python time than the whole rest of ingest.
+2. Records are grouped per partition into batches of up to ``batch_bytes``,
+   handed to aiokafka in order by one pump per partition (``_PartitionLane``):
+   aiokafka's per-record ``send()`` costs more Python time than the whole rest
+   of ingest, and a batch grows while the previous one is on its way.
 3. A batch that fails (broker down, timeout) is re-sent with backoff until
    ``produce_timeout_s``; only then does its future fail with
    ``KafkaUnavailable``, and the connections waiting on it are closed with 1013.
@@ -83,6 +84,26 @@ class _Batch:
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
     nbytes: int = 0
     created: float = field(default_factory=time.perf_counter)
+    deadline: float = 0.0
+    """Monotonic time after which a failing batch is given up (set on first send)."""
+    backoff: float = 0.1
+
+
+class _PartitionLane:
+    """Batches of one partition, handed to aiokafka strictly one after another.
+
+    One pump task per partition is the only caller of ``send_batch`` for it:
+    aiokafka keeps one pending batch per partition, and concurrent waiters for
+    that slot both reorder records and shrink each other's timeouts. While the
+    pump waits, new records fill the open batch, so batches grow with load.
+    """
+
+    __slots__ = ("open", "pump", "queued")
+
+    def __init__(self) -> None:
+        self.open: _Batch | None = None
+        self.queued: collections.deque[_Batch] = collections.deque()
+        self.pump: asyncio.Task[None] | None = None
 
 
 class KafkaPublisher:
@@ -104,13 +125,14 @@ class KafkaPublisher:
         self.batch_bytes = batch_bytes
         self._partitioner = DefaultPartitioner()
         self._partitions: list[int] = []
-        self._open: dict[int, _Batch] = {}
-        self._flush_scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._lanes: dict[int, _PartitionLane] = {}
+        self._unacked: set[_Batch] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @staticmethod
     def create_producer(client_options: dict[str, object]) -> AIOKafkaProducer:
-        # linger 0: batching happens here, per loop iteration. max_batch_size above
+        # linger 0: batching happens here, per partition lane. max_batch_size above
         # batch_bytes so one of our batches always fits one Kafka batch.
         return AIOKafkaProducer(
             acks="all",
@@ -130,10 +152,8 @@ class KafkaPublisher:
         self._partitions = sorted(partitions)
 
     async def stop(self) -> None:
-        """Flush what is open, wait for every batch, then close the producer."""
-        self._flush()
-        if self._sending:
-            await asyncio.wait(set(self._sending))
+        """Wait until every record handed to us is acknowledged or given up, then close."""
+        await self._idle.wait()
         await self.producer.stop()
 
     async def probe(self, within_s: float) -> bool:
@@ -154,69 +174,103 @@ class KafkaPublisher:
         size = len(value)
         await self.budget.acquire(size)
         metrics.INFLIGHT_BYTES.set(self.budget.used)
-        batch = self._open.get(partition)
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = _PartitionLane()
+        batch = lane.open
         if batch is None:
-            batch = self._open[partition] = _Batch(
-                partition, asyncio.get_running_loop().create_future()
-            )
+            batch = lane.open = _Batch(partition, asyncio.get_running_loop().create_future())
+            self._unacked.add(batch)
+            self._idle.clear()
         batch.records.append((key, value))
         batch.nbytes += size
         if batch.nbytes >= self.batch_bytes:
-            self._send(self._open.pop(partition))
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            lane.queued.append(batch)
+            lane.open = None
+        self._wake(lane)
         return batch.done
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        open_batches, self._open = self._open, {}
-        for batch in open_batches.values():
-            self._send(batch)
+    def _wake(self, lane: _PartitionLane) -> None:
+        if lane.pump is None:
+            lane.pump = asyncio.get_running_loop().create_task(self._pump(lane))
 
-    def _send(self, batch: _Batch) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _deliver(self, batch: _Batch) -> None:
-        deadline = time.monotonic() + self.produce_timeout_s
-        backoff = 0.1
+    async def _pump(self, lane: _PartitionLane) -> None:
+        """Hand the lane's batches to aiokafka, oldest first, one at a time."""
         try:
             while True:
+                if lane.queued:
+                    batch = lane.queued.popleft()
+                elif lane.open is not None:
+                    batch, lane.open = lane.open, None
+                else:
+                    return
+                if not batch.deadline:
+                    batch.deadline = time.monotonic() + self.produce_timeout_s
                 try:
-                    await self._send_once(batch)
-                    break
+                    delivered = await self._send(batch)
                 except KafkaError as exc:
-                    if time.monotonic() + backoff > deadline:
-                        metrics.PRODUCE_FAILURES.inc()
-                        log.error(
-                            "giving up on %d records for %s[%d] after %.0fs: %r",
-                            len(batch.records), self.topic, batch.partition,
-                            self.produce_timeout_s, exc,
-                        )
-                        batch.done.set_exception(KafkaUnavailable(str(exc)))
-                        return
-                    metrics.PRODUCE_RETRIES.inc()
-                    log.warning(
-                        "re-sending %d records to %s[%d] in %.1fs: %r",
-                        len(batch.records), self.topic, batch.partition, backoff, exc,
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-            metrics.PRODUCE_LATENCY.observe(time.perf_counter() - batch.created)
-            metrics.RECORDS.inc(len(batch.records))
-            batch.done.set_result(None)
+                    self._retry(lane, batch, exc)
+                    continue
+                delivered.add_done_callback(
+                    lambda fut, lane=lane, batch=batch: self._on_delivery(lane, batch, fut)
+                )
         finally:
-            self.budget.release(batch.nbytes)
-            metrics.INFLIGHT_BYTES.set(self.budget.used)
-            if not batch.done.done():  # cancelled while stopping
-                batch.done.set_exception(KafkaUnavailable("publisher stopped"))
+            lane.pump = None
 
-    async def _send_once(self, batch: _Batch) -> None:
+    async def _send(self, batch: _Batch) -> asyncio.Future[object]:
         builder = self.producer.create_batch()
         for key, value in batch.records:
             if builder.append(key=key, value=value, timestamp=None) is None:
                 raise AssertionError("a callrec batch must fit one Kafka batch")
-        delivered = await self.producer.send_batch(builder, self.topic, partition=batch.partition)
-        await delivered
+        delivered: asyncio.Future[object] = await self.producer.send_batch(
+            builder, self.topic, partition=batch.partition
+        )
+        return delivered
+
+    def _on_delivery(
+        self, lane: _PartitionLane, batch: _Batch, fut: asyncio.Future[object]
+    ) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or isinstance(exc, KafkaError):
+            self._retry(lane, batch, exc or KafkaError("delivery cancelled"))
+        elif exc is not None:
+            self._finish(batch, KafkaUnavailable(repr(exc)))
+        else:
+            metrics.PRODUCE_LATENCY.observe(time.perf_counter() - batch.created)
+            metrics.RECORDS.inc(len(batch.records))
+            self._finish(batch, None)
+
+    def _retry(self, lane: _PartitionLane, batch: _Batch, exc: BaseException) -> None:
+        """Re-send a failed batch after a backoff, or give it up past its deadline.
+
+        A re-sent batch may duplicate records Kafka already had, and lands after
+        batches sent meanwhile: the recorder orders by chunk and drops duplicates.
+        """
+        if time.monotonic() + batch.backoff > batch.deadline:
+            metrics.PRODUCE_FAILURES.inc()
+            log.error("giving up on %d records for %s[%d] after %.0fs: %r",
+                      len(batch.records), self.topic, batch.partition,
+                      self.produce_timeout_s, exc)
+            self._finish(batch, KafkaUnavailable(str(exc) or type(exc).__name__))
+            return
+        metrics.PRODUCE_RETRIES.inc()
+        log.warning("re-sending %d records to %s[%d] in %.1fs: %r",
+                    len(batch.records), self.topic, batch.partition, batch.backoff, exc)
+
+        def requeue() -> None:
+            lane.queued.appendleft(batch)
+            self._wake(lane)
+
+        asyncio.get_running_loop().call_later(batch.backoff, requeue)
+        batch.backoff = min(batch.backoff * 2, 2.0)
+
+    def _finish(self, batch: _Batch, error: BaseException | None) -> None:
+        self.budget.release(batch.nbytes)
+        metrics.INFLIGHT_BYTES.set(self.budget.used)
+        if error is None:
+            batch.done.set_result(None)
+        else:
+            batch.done.set_exception(error)
+        self._unacked.discard(batch)
+        if not self._unacked:
+            self._idle.set()

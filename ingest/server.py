@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hmac
 import http
 import logging
@@ -96,7 +97,7 @@ class IngestServer:
         self._server: Server | None = None
         self._connections: set[_Connection] = set()
         self._streams_per_call: dict[str, dict[str, str]] = {}
-        """call_id -> {stream_id: stream_type} of the streams open on this pod."""
+        """call_id -> {connection_id: stream_type} of the streams open on this pod."""
         self._handlers: set[asyncio.Task[None]] = set()
         self._kafka_ok = False
         self._publisher_started = False
@@ -338,10 +339,12 @@ class IngestServer:
             raise conn.failure
 
     def _admit(self, start: envelope.StreamStarted) -> None:
-        """Refuse a stream past the per-call limits (5 oneway + 1 twoway) on this pod."""
+        """Refuse a stream past the per-call limits (5 oneway + 1 twoway) on this pod.
+
+        Connections are counted, not stream ids: a sender reusing a stream id on
+        several sockets at once must not get around the limit.
+        """
         streams = self._streams_per_call.setdefault(start.call_id, {})
-        if start.stream_id in streams:
-            return
         limit = (self.settings.ingest_max_oneway_streams_per_call
                  if start.stream_type == "oneway"
                  else self.settings.ingest_max_twoway_streams_per_call)
@@ -351,14 +354,14 @@ class IngestServer:
                 f"call_id={start.call_id} already has {same_type} {start.stream_type} "
                 "streams on this pod"
             )
-        streams[start.stream_id] = start.stream_type
+        streams[start.connection_id] = start.stream_type
 
     def _track(self, conn: _Connection, done: asyncio.Future[None]) -> None:
         unacked = conn.unacked
         if unacked and unacked[-1] is done:
             return
         unacked.append(done)
-        done.add_done_callback(lambda fut, conn=conn: self._on_ack(conn, fut))
+        done.add_done_callback(functools.partial(self._on_ack, conn))
         while unacked and unacked[0].done():
             unacked.popleft()
 
@@ -390,7 +393,7 @@ class IngestServer:
                       session.call_id, session.stream_id, exc)
         streams = self._streams_per_call.get(session.start.call_id)
         if streams is not None:
-            streams.pop(session.start.stream_id, None)
+            streams.pop(session.connection_id, None)
             if not streams:
                 del self._streams_per_call[session.start.call_id]
         log.info("call_id=%s stream %s closed: %s (%s), %d chunks, %d invalid",

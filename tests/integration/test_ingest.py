@@ -161,6 +161,22 @@ async def test_a_sixth_oneway_stream_of_a_call_is_refused_with_1008(
         assert len(starts) == 5
 
 
+async def test_reusing_one_stream_id_does_not_get_around_the_limit(
+    kafka: stack.KafkaServer, media_topic: str
+) -> None:
+    async with running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as server:
+        sockets = [await connect(stream_url(server)) for _ in range(6)]
+        try:
+            for ws in sockets:
+                await ws.send(wx.start("call-reuse", "same-id", "inbound").decode())
+            with pytest.raises(ConnectionClosed):
+                await sockets[5].recv()
+            assert sockets[5].close_code == 1008
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+
 async def test_idle_connection_is_closed_1008(kafka: stack.KafkaServer, media_topic: str) -> None:
     settings = ingest_settings(kafka.bootstrap, media_topic, ingest_idle_timeout_s=1.0)
     async with running_ingest(settings) as server, connect(stream_url(server)) as ws:
