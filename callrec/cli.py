@@ -63,6 +63,29 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorder(args: argparse.Namespace) -> int:
+    from callrec.probes import ProbeServer
+    from callrec.settings import RecorderSettings
+    from workers.recorder.service import RecorderService
+
+    settings = RecorderSettings()
+    configure_logging(settings.log_level)
+
+    async def main(stop: asyncio.Event) -> None:
+        store = settings.open_store()
+        await asyncio.to_thread(store.check)
+        service = RecorderService.from_settings(settings, store)
+        probes = ProbeServer(settings.recorder_host, settings.recorder_port, lambda: service.ready)
+        await probes.start()
+        try:
+            await service.run(stop)
+        finally:
+            await probes.close()
+
+    run_until_signalled(main)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callrec",
@@ -77,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accept Wavix media streams at /v1/stream and publish them to Kafka.",
     )
     ingest.set_defaults(func=_ingest)
+    recorder = sub.add_parser(
+        "recorder",
+        help="Kafka consumer that reassembles calls and archives WAV + manifest + Parquet",
+        description="Consume callrec.media, reassemble each call's tracks and archive "
+        "finished recordings to S3 (or a directory), exactly once.",
+    )
+    recorder.set_defaults(func=_recorder)
 
     from callrec import simulator
 

@@ -10,16 +10,23 @@ that the page and the Helm chart name exactly these.
 from __future__ import annotations
 
 import socket
-from typing import Annotated, Literal
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.codecs import CODECS
 
+if TYPE_CHECKING:
+    from workers.store import ObjectStore
+
 
 class _Base(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CALLREC_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CALLREC_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's root logger."""
@@ -108,3 +115,126 @@ class IngestSettings(KafkaSettings):
         if value not in CODECS:
             raise ValueError(f"unknown codec {value!r}; choose one of {sorted(CODECS)}")
         return value
+
+
+class ArchiveSettings(_Base):
+    """Where recordings and tables go; read by recorder, analyzer and ``callrec query``."""
+
+    archive_uri: str = "s3://callrec"
+    """``s3://bucket/optional/prefix`` for S3 or MinIO, or a local directory (embedded mode)."""
+    s3_endpoint_url: str | None = None
+    """S3 API endpoint for MinIO or other S3-compatible stores; unset = AWS."""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    """Unset = boto3's default credential chain (IRSA, instance profile, ~/.aws)."""
+    s3_secret_access_key: SecretStr | None = None
+    s3_sse: Literal["AES256", "aws:kms"] | None = None
+    """Server-side encryption of every object."""
+    s3_sse_kms_key_id: str | None = None
+    s3_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    """Object Lock retention applied to every object of a recording (bucket must have
+    Object Lock enabled; checked at start-up)."""
+    s3_object_lock_days: int = Field(default=0, ge=0)
+    s3_legal_hold: bool = False
+    """Put a legal hold on every object of a recording."""
+    s3_create_bucket: bool = False
+    """Create the bucket at start-up if missing (local stacks; with Object Lock when a
+    retention mode is set)."""
+
+    def open_store(self) -> ObjectStore:
+        from workers.store import Retention, S3Store, open_store
+
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        store = open_store(
+            self.archive_uri,
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=secret(self.s3_access_key_id),
+            secret_access_key=secret(self.s3_secret_access_key),
+            sse=self.s3_sse,
+            sse_kms_key_id=self.s3_sse_kms_key_id,
+            retention=Retention(self.s3_object_lock_mode, self.s3_object_lock_days,
+                                self.s3_legal_hold),
+        )
+        if self.s3_create_bucket and isinstance(store, S3Store):
+            store.create_bucket(object_lock=self.s3_object_lock_mode is not None
+                                or self.s3_legal_hold)
+        return store
+
+
+class RecorderSettings(KafkaSettings, ArchiveSettings):
+    """``callrec recorder``: reassembles calls from Kafka and archives them."""
+
+    recorder_group_id: str = "callrec-recorder"
+    """Kafka consumer group; recorders in one group share the media topic's partitions."""
+    recorder_spill_dir: str = Field(
+        default_factory=lambda: str(Path(tempfile.gettempdir()) / "callrec-recorder")
+    )
+    """Local disk for open tracks (RAM stays flat in call length). Needs room for the
+    open calls' audio: ~46 KiB per second per track at L16/24000."""
+    recorder_grace_ms: int = Field(default=500, ge=0)
+    """After a call's last stream closed, a stream starting within this time (by record
+    time) still joins the same recording; later ones start a new part."""
+    recorder_idle_timeout_s: float = Field(default=60.0, gt=0)
+    """A call with open streams but no record for this long is finalized as incomplete
+    (its ingest pod vanished without writing close records)."""
+    recorder_reorder_window_ms: int = Field(default=2000, ge=20)
+    """Audio kept in RAM per track for reordering before it is written to the spill file."""
+    recorder_session_timeout_ms: int = Field(default=10000, ge=1000)
+    """Kafka group session timeout: how soon a crashed recorder's partitions move on
+    (the broker's group.min.session.timeout.ms, 6 s by default, is the floor)."""
+    recorder_commit_interval_s: float = Field(default=1.0, gt=0)
+    """How often safe offsets are committed."""
+    recorder_host: str = "0.0.0.0"
+    recorder_port: int = Field(default=9091, ge=0, le=65535)
+    """Port of ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+
+SERVICES: dict[str, type[_Base]] = {
+    "ingest": IngestSettings,
+    "recorder": RecorderSettings,
+}
+"""Each service (``callrec <name>``) and its settings class."""
+
+
+def env_name(field: str) -> str:
+    return "CALLREC_" + field.upper()
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, generated from the settings classes (a test keeps it in sync)."""
+    readers: dict[str, list[str]] = {}
+    fields: dict[str, Any] = {}
+    for service, cls in SERVICES.items():
+        for name, info in cls.model_fields.items():
+            readers.setdefault(name, []).append(service)
+            fields.setdefault(name, info)
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every service reads `CALLREC_*` environment variables (12-factor; Helm passes them",
+        "from a ConfigMap and Secrets). Secrets are never logged. This page is generated by",
+        "`python -m callrec.settings > docs/configuration.md`; a test fails if it is stale.",
+        "",
+        "| Variable | Default | Read by | Meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in sorted(fields):
+        info = fields[name]
+        if info.default_factory is not None:
+            default = "(computed)"
+        elif info.default is None or info.default == ():
+            default = "(unset)"
+        else:
+            default = f"`{info.default}`"
+        text = " ".join((info.description or "").split()).replace("|", "\\|")
+        lines.append(
+            f"| `{env_name(name)}` | {default} | {', '.join(readers[name])} | {text} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

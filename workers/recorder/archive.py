@@ -1,0 +1,156 @@
+"""Writing one finished recording to the archive, idempotently.
+
+Key layout (docs/formats.md)::
+
+    recordings/<recording_id>/audio.wav       WAV, inbound = left, outbound = right
+    recordings/<recording_id>/manifest.json   written last: its presence means "archived"
+    tables/calls/date=YYYY-MM-DD/<recording_id>.parquet
+
+``recording_id`` is ``<call_id>-<part>`` (see ``schemas.tables.recording_id``).
+The part of a recording is found in the archive, not in memory: the manifest of
+an existing part whose first stream is this recording's first stream means
+this recording *is* that part (a replay: nothing is written again); otherwise
+the recording is the call's next part. Every object's bytes depend only on the
+records, so a replay that does write produces the same bytes at the same keys.
+
+Runs in a worker thread (boto3 is synchronous); raises ``StoreError`` or
+``OSError`` for the caller to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import msgspec
+
+from schemas import envelope
+from schemas.tables import recording_id, table_key
+from schemas.wavix import Track
+from workers.manifest import (
+    Manifest,
+    ObjectEntry,
+    build_manifest,
+    calls_row,
+    decode_manifest,
+    manifest_bytes,
+)
+from workers.parquet import rows_to_parquet
+from workers.reassembly import RecordingAssembler, RecordingResult
+from workers.store import ObjectStore, StoredObject
+from workers.wav import write_wav
+
+if TYPE_CHECKING:
+    from workers.recorder.calls import Recording
+
+log = logging.getLogger(__name__)
+
+WAV_NAME = "audio.wav"
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedRecording:
+    event: envelope.RecordingFinished
+    """What goes to ``callrec.recordings``."""
+    already_archived: bool
+    """True when a replay found the manifest and wrote nothing."""
+    gaps: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    last_close_ns: int | None = None
+
+
+def recording_prefix(rec_id: str) -> str:
+    return f"recordings/{rec_id}/"
+
+
+def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> ArchivedRecording:
+    """Archive a recording the tracker handed over; see the module docstring."""
+    assembler = rec.assembler
+    assert isinstance(assembler, RecordingAssembler)
+    result = assembler.finalize(timed_out=rec.idle)
+    part, existing = _find_part(store, result)
+    rec_id = recording_id(result.call_id, part)
+    prefix = recording_prefix(rec_id)
+    if existing is not None:
+        log.info("call_id=%s: %s already archived, not rewritten", result.call_id, rec_id)
+        assembler.discard()
+        return ArchivedRecording(_event(store, existing, prefix), already_archived=True,
+                                 last_close_ns=rec.closed_at_ns)
+
+    manifest = build_manifest(result, part=part, recording_id=rec_id)
+    wav_path = work_dir / f"{rec_id}.wav"
+    try:
+        _, sha256 = write_wav(wav_path, result.codec, result.track_paths,
+                                 result.track_lengths)
+        wav = store.put_file(prefix + WAV_NAME, wav_path, sha256, "audio/wav")
+    finally:
+        wav_path.unlink(missing_ok=True)
+    row = calls_row(manifest, recording_uri=store.uri(wav.key),
+                    manifest_uri=store.uri(prefix + MANIFEST_NAME),
+                    wav_sha256=wav.sha256, wav_bytes=wav.size)
+    table = store.put_bytes(table_key("calls", manifest.date, rec_id),
+                            rows_to_parquet("calls", [row]), "application/vnd.apache.parquet")
+    manifest = msgspec.structs.replace(
+        manifest, objects=sorted((_entry(wav), _entry(table)), key=lambda o: o.key)
+    )
+    store.put_bytes(prefix + MANIFEST_NAME, manifest_bytes(manifest), "application/json")
+    assembler.discard()
+    counts = [t.counts for t in result.tracks]
+    return ArchivedRecording(
+        _event(store, manifest, prefix),
+        already_archived=False,
+        gaps=sum(c.gaps for c in counts),
+        duplicates=sum(c.duplicates for c in counts),
+        out_of_order=sum(c.out_of_order for c in counts),
+        last_close_ns=rec.closed_at_ns,
+    )
+
+
+def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manifest | None]:
+    """(part, its manifest if that part is already archived) for this recording."""
+    first_stream = result.streams[0].stream_id if result.streams else ""
+    base = recording_id(result.call_id, 0)[: -len("0")]
+    parts: dict[int, Manifest] = {}
+    for key in store.list_keys(recording_prefix(base)[: -1]):
+        if not key.endswith("/" + MANIFEST_NAME):
+            continue
+        manifest = decode_manifest(store.get_bytes(key))
+        if manifest.call_id == result.call_id:
+            parts[manifest.part] = manifest
+    for part, manifest in sorted(parts.items()):
+        if manifest.streams and manifest.streams[0].stream_id == first_stream:
+            return part, manifest
+    return (max(parts) + 1 if parts else 0), None
+
+
+def _entry(obj: StoredObject) -> ObjectEntry:
+    return ObjectEntry(key=obj.key, sha256=obj.sha256, size=obj.size,
+                       content_type=obj.content_type)
+
+
+def _event(store: ObjectStore, manifest: Manifest, prefix: str) -> envelope.RecordingFinished:
+    wav_sha = next((o.sha256 for o in manifest.objects if o.key.endswith(WAV_NAME)), "")
+    return envelope.RecordingFinished(
+        call_id=manifest.call_id,
+        part=manifest.part,
+        recording_id=manifest.recording_id,
+        wav_uri=store.uri(prefix + WAV_NAME),
+        manifest_uri=store.uri(prefix + MANIFEST_NAME),
+        tracks=cast(list[Track], list(manifest.tracks)),
+        codec=manifest.codec,
+        start_ns=_start_ns(manifest),
+        duration_ms=manifest.duration_ms,
+        complete=manifest.complete,
+        reason=manifest.reason,
+        wav_sha256=wav_sha,
+    )
+
+
+def _start_ns(manifest: Manifest) -> int:
+    from workers.manifest import parse_iso_ns
+
+    return parse_iso_ns(manifest.start_time) or 0

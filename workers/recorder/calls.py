@@ -1,0 +1,258 @@
+"""Which recording each record belongs to, when a recording is over, and which
+Kafka offsets are safe to commit. No I/O: the service feeds records in, takes
+ready recordings out, and commits what :meth:`CallTracker.safe_offsets` says.
+
+A *recording* is the audio of one call from its first stream's start until
+every stream of it closed (plus grace). A call that starts new streams after
+its recording was handed over for archiving gets a new recording: a new part.
+
+Decisions depend on the records, never on when they are read, so that a replay
+after a crash takes the same decisions and writes the same bytes:
+
+- a ``start`` joins the call's current recording if that recording has an open
+  stream, or its last stream closed at most ``grace_ms`` earlier *by the records'
+  own clocks* (``received_ns``); otherwise it begins a new recording;
+- a recording is ready once all its streams are closed and either a later record
+  of its partition is stamped more than ``grace_ms`` after the last close, or
+  (quiet partition) ``grace_ms`` passed on our clock since we read that close;
+- a recording with open streams and no record for ``idle_timeout_s`` is ready too,
+  marked incomplete: the ingest pod that held its streams vanished.
+
+Commit rule (DESIGN.md §4): a partition's committed offset is the lowest first
+offset of any recording of that partition not yet durable in the archive, or
+the next offset to read when there is none. A crash therefore replays every
+recording that was not archived, from its first record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas import envelope
+
+log = logging.getLogger(__name__)
+
+
+class Assembler(Protocol):
+    """What the tracker needs from a recording's reassembler (workers.reassembly)."""
+
+    def add_start(self, record: envelope.StreamStarted) -> None: ...
+
+    def add_chunk(self, record: envelope.MediaChunk) -> None: ...
+
+    def add_close(self, record: envelope.StreamClosed) -> None: ...
+
+    def add_mark(self, record: envelope.MarkReceived) -> None: ...
+
+    def discard(self) -> None:
+        """Delete spilled files without archiving (partition revoked)."""
+
+
+@dataclass(eq=False)
+class Recording:
+    """One recording being assembled, and what the tracker knows about it."""
+
+    call_id: str
+    partition: int
+    first_offset: int
+    """Offset of its first record: commits never pass it until the recording is durable."""
+    assembler: Assembler
+    known_streams: set[str] = field(default_factory=set)
+    open_streams: set[str] = field(default_factory=set)
+    closed_at_ns: int | None = None
+    """Record time of the close that left no stream open."""
+    closed_seen: float | None = None
+    """Our monotonic clock when we read that close."""
+    last_record_ns: int = 0
+    last_seen: float = 0.0
+    idle: bool = False
+    """Finalized by the idle timeout: incomplete."""
+    handed_over: bool = False
+    """Given to the archiver; records for it that still come are late."""
+
+    @property
+    def all_closed(self) -> bool:
+        return bool(self.known_streams) and not self.open_streams
+
+
+class CallTracker:
+    """Routes records to recordings; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        make_assembler: Callable[[str], Assembler],
+        *,
+        grace_ms: int,
+        idle_timeout_s: float,
+    ) -> None:
+        self._make_assembler = make_assembler
+        self.grace_ns = grace_ms * 1_000_000
+        self.grace_s = grace_ms / 1000
+        self.idle_timeout_s = idle_timeout_s
+        self._calls: dict[str, list[Recording]] = {}
+        """call_id -> its recordings not yet durable, oldest first."""
+        self._next_offset: dict[int, int] = {}
+        """partition -> the offset after the last record read."""
+        self._watermark_ns: dict[int, int] = {}
+        """partition -> the latest record time seen in it."""
+        self.late = 0
+
+    # -- input ---------------------------------------------------------------------------
+
+    def add(self, partition: int, offset: int, record: envelope.Record, now: float) -> None:
+        """Take one record of ``callrec.media`` read at ``offset``; ``now`` is monotonic."""
+        self._next_offset[partition] = offset + 1
+        if isinstance(record, envelope.RecordingFinished):
+            return  # not a media-topic record; ignore
+        stamp = record.received_ns
+        if stamp > self._watermark_ns.get(partition, 0):
+            self._watermark_ns[partition] = stamp
+        match record:
+            case envelope.MediaChunk():
+                rec = self._recording_of(record.stream_id, record, partition, offset)
+                if rec is not None:
+                    rec.assembler.add_chunk(record)
+            case envelope.StreamStarted():
+                rec = self._recording_for_start(record, partition, offset)
+                rec.open_streams.add(record.stream_id)
+                rec.assembler.add_start(record)
+            case envelope.StreamClosed():
+                rec = self._recording_of(record.stream_id, record, partition, offset)
+                if rec is not None:
+                    rec.assembler.add_close(record)
+                    rec.open_streams.discard(record.stream_id)
+                    if rec.all_closed:
+                        rec.closed_at_ns = max(rec.closed_at_ns or 0, record.received_ns)
+                        rec.closed_seen = now
+            case envelope.MarkReceived():
+                rec = self._recording_of(record.stream_id, record, partition, offset)
+                if rec is not None:
+                    rec.assembler.add_mark(record)
+        if rec is not None:
+            rec.last_record_ns = max(rec.last_record_ns, stamp)
+            rec.last_seen = now
+
+    def add_nothing(self, partition: int, offset: int) -> None:
+        """A record was read and skipped (undecodable): the position still moves on."""
+        self._next_offset[partition] = offset + 1
+
+    def next_offset(self, partition: int) -> int:
+        """The offset after the last record read from ``partition``."""
+        return self._next_offset.get(partition, 0)
+
+    def _current(self, call_id: str) -> Recording | None:
+        recordings = self._calls.get(call_id)
+        if recordings and not recordings[-1].handed_over:
+            return recordings[-1]
+        return None
+
+    def _new(self, call_id: str, partition: int, offset: int) -> Recording:
+        rec = Recording(call_id, partition, offset, self._make_assembler(call_id))
+        self._calls.setdefault(call_id, []).append(rec)
+        return rec
+
+    def _recording_for_start(
+        self, start: envelope.StreamStarted, partition: int, offset: int
+    ) -> Recording:
+        rec = self._current(start.call_id)
+        joins = rec is not None and (
+            not rec.all_closed
+            or start.stream_id in rec.known_streams
+            or (
+                rec.closed_at_ns is not None
+                and start.received_ns <= rec.closed_at_ns + self.grace_ns
+            )
+        )
+        if rec is None or not joins:
+            rec = self._new(start.call_id, partition, offset)
+        rec.known_streams.add(start.stream_id)
+        rec.closed_at_ns = rec.closed_seen = None
+        return rec
+
+    def _recording_of(
+        self, stream_id: str, record: envelope.Record, partition: int, offset: int
+    ) -> Recording | None:
+        """The recording a chunk, close or mark belongs to; None when it came too late."""
+        call_id = record.call_id
+        for rec in reversed(self._calls.get(call_id, [])):
+            if stream_id in rec.known_streams:
+                if rec.handed_over:
+                    self.late += 1
+                    return None
+                return rec
+        # A stream whose start we have not seen (its batch was re-sent after later ones,
+        # or it precedes our committed offset): it joins the current recording.
+        rec = self._current(call_id) or self._new(call_id, partition, offset)
+        rec.known_streams.add(stream_id)
+        if not isinstance(record, envelope.StreamClosed):
+            rec.open_streams.add(stream_id)
+        return rec
+
+    # -- output --------------------------------------------------------------------------
+
+    def ready(self, now: float) -> list[Recording]:
+        """Recordings to archive now, oldest first per call; each is returned once."""
+        found = []
+        for recordings in self._calls.values():
+            for rec in recordings:
+                if rec.handed_over:
+                    continue  # an older part is still being archived: wait for it
+                if self._is_over(rec, now):
+                    rec.handed_over = True
+                    found.append(rec)
+                break
+        return found
+
+    def _is_over(self, rec: Recording, now: float) -> bool:
+        watermark = self._watermark_ns.get(rec.partition, 0)
+        if rec.all_closed and rec.closed_at_ns is not None and rec.closed_seen is not None:
+            return (
+                watermark > rec.closed_at_ns + self.grace_ns
+                or now - rec.closed_seen >= self.grace_s
+            )
+        idle_ns = int(self.idle_timeout_s * 1e9)
+        if now - rec.last_seen >= self.idle_timeout_s or watermark - rec.last_record_ns > idle_ns:
+            rec.idle = True
+            return True
+        return False
+
+    def done(self, rec: Recording) -> None:
+        """The recording is durable in the archive: forget it (commits may pass it)."""
+        recordings = self._calls.get(rec.call_id, [])
+        if rec in recordings:
+            recordings.remove(rec)
+        if not recordings:
+            self._calls.pop(rec.call_id, None)
+
+    def safe_offsets(self) -> dict[int, int]:
+        """partition -> offset to commit: nothing before it is still needed."""
+        safe = dict(self._next_offset)
+        for recordings in self._calls.values():
+            for rec in recordings:
+                if rec.first_offset < safe.get(rec.partition, rec.first_offset + 1):
+                    safe[rec.partition] = rec.first_offset
+        return safe
+
+    def forget_partitions(self, partitions: Iterable[int]) -> list[Recording]:
+        """Drop all state of partitions we no longer own; returns the dropped recordings."""
+        gone = set(partitions)
+        dropped: list[Recording] = []
+        for call_id in list(self._calls):
+            keep: list[Recording] = []
+            for rec in self._calls[call_id]:
+                (dropped if rec.partition in gone else keep).append(rec)
+            if keep:
+                self._calls[call_id] = keep
+            else:
+                del self._calls[call_id]
+        for p in gone:
+            self._next_offset.pop(p, None)
+            self._watermark_ns.pop(p, None)
+        return dropped
+
+    @property
+    def open_count(self) -> int:
+        return sum(len(r) for r in self._calls.values())

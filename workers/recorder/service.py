@@ -1,0 +1,329 @@
+"""``callrec recorder``: consume ``callrec.media``, archive finished recordings.
+
+The loop, and the order in which things become durable (DESIGN.md §4)::
+
+    poll records ─▶ CallTracker (assemble, spill to disk)
+                      │ a recording is over
+                      ▼
+    archive (thread) : WAV ─▶ calls Parquet row ─▶ manifest (last: "done" marker)
+                      ▼
+    publish RecordingFinished on callrec.recordings (acks=all)
+                      ▼
+    tracker.done(recording) ─▶ next commit may pass its first offset
+
+Offsets are committed every ``recorder_commit_interval_s`` at
+``CallTracker.safe_offsets()``: never past a record whose recording is not yet
+durable. A crash between any two steps replays the recording; archiving skips
+a recording whose manifest exists, so a replay writes nothing twice.
+
+When the archive fails (S3 down), the recording is retried with backoff and
+every partition is paused, so no more audio piles up on local disk; nothing is
+committed past it. Partitions resume once the archive works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas import envelope
+from schemas.errors import EnvelopeError
+from workers.reassembly import RecordingAssembler
+from workers.recorder import metrics
+from workers.recorder.archive import ArchivedRecording, archive_recording
+from workers.recorder.calls import Assembler, CallTracker, Recording
+from workers.store import ObjectStore, StoreError
+
+if TYPE_CHECKING:
+    from callrec.settings import RecorderSettings
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 10.0
+
+
+class RecorderService:
+    """One recorder process: a member of the recorder consumer group."""
+
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        store: ObjectStore,
+        media_topic: str,
+        recordings_topic: str,
+        spill_dir: Path,
+        make_assembler: Callable[[str, Path], Assembler],
+        grace_ms: int,
+        idle_timeout_s: float,
+        commit_interval_s: float = 1.0,
+        max_parallel_archives: int = 4,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.media_topic = media_topic
+        self.recordings_topic = recordings_topic
+        self.spill_dir = spill_dir
+        self.commit_interval_s = commit_interval_s
+        self.tracker = CallTracker(
+            lambda call_id: make_assembler(call_id, spill_dir),
+            grace_ms=grace_ms,
+            idle_timeout_s=idle_timeout_s,
+        )
+        self._archives: dict[Recording, asyncio.Task[None]] = {}
+        self._archive_slots = asyncio.Semaphore(max_parallel_archives)
+        self._failing: set[Recording] = set()
+        self._committed: dict[int, int] = {}
+        self.started = False
+
+    @classmethod
+    def from_settings(cls, settings: RecorderSettings, store: ObjectStore) -> RecorderService:
+        options = settings.kafka_client_options()
+        window_ms = settings.recorder_reorder_window_ms
+
+        def make_assembler(call_id: str, spill_dir: Path) -> RecordingAssembler:
+            # One spool directory per recording: parts of one call never share files.
+            return RecordingAssembler(call_id, spill_dir / uuid.uuid4().hex, window_ms=window_ms)
+
+        return cls(
+            consumer=AIOKafkaConsumer(
+                group_id=settings.recorder_group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                session_timeout_ms=settings.recorder_session_timeout_ms,
+                heartbeat_interval_ms=max(1000, settings.recorder_session_timeout_ms // 5),
+                **options,
+            ),
+            producer=AIOKafkaProducer(acks="all", enable_idempotence=True, **options),
+            store=store,
+            media_topic=settings.kafka_media_topic,
+            recordings_topic=settings.kafka_recordings_topic,
+            spill_dir=Path(settings.recorder_spill_dir),
+            make_assembler=make_assembler,
+            grace_ms=settings.recorder_grace_ms,
+            idle_timeout_s=settings.recorder_idle_timeout_s,
+            commit_interval_s=settings.recorder_commit_interval_s,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.started
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then hand partitions back cleanly."""
+        if self.spill_dir.exists():
+            # Spill files of a previous life belong to recordings that will be replayed.
+            shutil.rmtree(self.spill_dir)
+        self.spill_dir.mkdir(parents=True)
+        await self.producer.start()
+        self.consumer.subscribe([self.media_topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.started = True
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=100, max_records=4000)
+                now = time.monotonic()
+                for tp, messages in batches.items():
+                    for message in messages:
+                        self._take(tp, message.offset, message.value)
+                self._start_archives(now)
+                if now - last_commit >= self.commit_interval_s:
+                    await self.commit()
+                    self._report_lag()
+                    last_commit = now
+        finally:
+            self.started = False
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        pending = list(self._archives.values())
+        if pending:
+            log.info("waiting up to 20s for %d recordings being archived", len(pending))
+            await asyncio.wait(pending, timeout=20)
+        for task in self._archives.values():
+            task.cancel()
+        try:
+            await self.commit()
+        except KafkaError as exc:
+            log.warning("final commit failed (the next owner replays a little more): %r", exc)
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    # -- consuming ---------------------------------------------------------------------
+
+    def _take(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+        try:
+            record = envelope.decode(value or b"")
+        except EnvelopeError as exc:
+            metrics.BAD_RECORDS.inc()
+            log.error(
+                "%s[%d]@%d: skipping undecodable record: %s", tp.topic, tp.partition, offset, exc
+            )
+            self.tracker.add_nothing(tp.partition, offset)
+            return
+        metrics.RECORDS.labels(_KIND[type(record)]).inc()
+        late_before = self.tracker.late
+        self.tracker.add(tp.partition, offset, record, time.monotonic())
+        if self.tracker.late != late_before:
+            metrics.LATE_RECORDS.inc()
+            log.warning(
+                "call_id=%s: %s for a recording already archived, dropped (%s[%d]@%d)",
+                record.call_id,
+                type(record).__name__,
+                tp.topic,
+                tp.partition,
+                offset,
+            )
+
+    def _start_archives(self, now: float) -> None:
+        for rec in self.tracker.ready(now):
+            self._archives[rec] = asyncio.get_running_loop().create_task(self._archive(rec))
+        metrics.OPEN_CALLS.set(self.tracker.open_count)
+
+    # -- archiving ---------------------------------------------------------------------
+
+    async def _archive(self, rec: Recording) -> None:
+        backoff = 0.5
+        try:
+            async with self._archive_slots:
+                while True:
+                    began = time.perf_counter()
+                    try:
+                        archived = await asyncio.to_thread(
+                            archive_recording, self.store, rec, self.spill_dir
+                        )
+                        metrics.S3_LATENCY.observe(time.perf_counter() - began)
+                        await self._publish(archived)
+                        break
+                    except (StoreError, KafkaError, OSError) as exc:
+                        metrics.S3_ERRORS.labels(type(exc).__name__).inc()
+                        self._set_failing(rec, True)
+                        log.warning(
+                            "call_id=%s: archive failed, retrying in %.1fs: %s",
+                            rec.call_id,
+                            backoff,
+                            exc,
+                        )
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, MAX_BACKOFF_S)
+            self._set_failing(rec, False)
+            self._count(archived)
+            self.tracker.done(rec)
+        finally:
+            self._archives.pop(rec, None)
+            self._set_failing(rec, False)
+
+    async def _publish(self, archived: ArchivedRecording) -> None:
+        await self.producer.send_and_wait(
+            self.recordings_topic,
+            envelope.encode(archived.event),
+            key=archived.event.call_id.encode(),
+        )
+
+    def _count(self, archived: ArchivedRecording) -> None:
+        event = archived.event
+        if archived.already_archived:
+            metrics.RECORDINGS.labels("already_archived").inc()
+            return
+        metrics.RECORDINGS.labels("complete" if event.complete else "incomplete").inc()
+        metrics.GAPS.inc(archived.gaps)
+        metrics.DUPLICATES.inc(archived.duplicates)
+        metrics.OUT_OF_ORDER.inc(archived.out_of_order)
+        if archived.last_close_ns:
+            metrics.FINALIZE_LATENCY.observe(max(0.0, time.time() - archived.last_close_ns / 1e9))
+        log.info(
+            "call_id=%s archived: %s (%s)",
+            event.call_id,
+            event.wav_uri,
+            "complete" if event.complete else f"incomplete: {event.reason}",
+        )
+
+    def _set_failing(self, rec: Recording, failing: bool) -> None:
+        """Pause every partition while any archive fails; resume when none does."""
+        was = bool(self._failing)
+        (self._failing.add if failing else self._failing.discard)(rec)
+        now = bool(self._failing)
+        if now == was:
+            return
+        assigned = list(self.consumer.assignment())
+        if now:
+            log.warning("archive failing: pausing %d partitions", len(assigned))
+            self.consumer.pause(*assigned)
+        else:
+            log.info("archive works again: resuming partitions")
+            self.consumer.resume(*assigned)
+        metrics.PAUSED.set(1 if now else 0)
+
+    # -- offsets -----------------------------------------------------------------------
+
+    async def commit(self, partitions: set[int] | None = None) -> None:
+        """Commit what ``CallTracker.safe_offsets`` allows, for owned partitions."""
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        offsets = {
+            TopicPartition(self.media_topic, p): offset
+            for p, offset in self.tracker.safe_offsets().items()
+            if p in assigned
+            and (partitions is None or p in partitions)
+            and self._committed.get(p) != offset
+        }
+        if offsets:
+            await self.consumer.commit(offsets)
+            self._committed.update({tp.partition: o for tp, o in offsets.items()})
+
+    def _report_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                read = self.tracker.next_offset(tp.partition)
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - read))
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        parts = {tp.partition for tp in revoked}
+        try:
+            await self.commit(parts)
+        except KafkaError as exc:
+            log.warning("commit on revoke failed: %r", exc)
+        for rec in self.tracker.forget_partitions(parts):
+            task = self._archives.pop(rec, None)
+            if task is not None:
+                task.cancel()
+            self._failing.discard(rec)
+            rec.assembler.discard()
+        for p in parts:
+            self._committed.pop(p, None)
+        log.info("partitions %s revoked; their open recordings go to the next owner", sorted(parts))
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, service: RecorderService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.service.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions %s assigned", sorted(tp.partition for tp in assigned))
+
+
+_KIND: dict[type, str] = {
+    envelope.MediaChunk: "media",
+    envelope.StreamStarted: "start",
+    envelope.StreamClosed: "close",
+    envelope.MarkReceived: "mark",
+    envelope.RecordingFinished: "recording",
+}

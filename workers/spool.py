@@ -1,0 +1,332 @@
+"""Spooling one stream's chunks of one track to local disk, in sorted runs.
+
+Part of the recorder's pure core (see ``workers.reassembly`` for the whole).
+A :class:`ChunkSpool` keeps a reorder buffer of ``window_ms`` of audio in RAM
+and everything older in sorted run files, so RAM stays flat in call length
+while the final merge still sees every record in one canonical order: that is
+what makes the assembled audio independent of arrival order (the conflict
+policy needs to know every chunk that claims a byte, not just the first one
+that happened to be written).
+
+Run file format (local, never archived)::
+
+    repeated: int64 timestamp_ms | int64 chunk | uint32 n | n bytes payload   (little-endian)
+
+sorted by ``(timestamp_ms, chunk, payload)``. Chunks that arrive after the
+window has moved past them are buffered apart and written as extra runs; runs
+are merged level by level (as in an LSM tree), ``FAN_IN`` at a time, so the
+number of files and the rewrite cost stay logarithmic in the number of late chunks.
+
+RAM per spool: ``window_bytes + late_buffer_bytes`` of payload at most, plus 16
+bytes per run of consecutive chunk numbers (:class:`IntervalSet`: one run for
+a loss-free stream), plus one file buffer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from array import array
+from bisect import bisect_right
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import ExitStack, closing
+from pathlib import Path
+
+from schemas.codecs import Codec
+
+DEFAULT_WINDOW_MS = 2000
+"""Default reorder window: chunks up to this much audio late still land in the main run."""
+DEFAULT_MAX_DURATION_MS = 6 * 3600 * 1000
+"""Audio past this point is rejected: it bounds disk use against a bogus timestamp, and
+keeps a stereo 24 kHz WAV (96 kB/s, 2 GB for 6 h) below the 4 GiB RIFF limit."""
+FAN_IN = 8
+"""Late runs of one level merged into one as soon as the level holds this many."""
+
+_RECORD = struct.Struct("<qqI")
+_IO_BUFFER = 64 * 1024
+
+Key = tuple[int, int, bytes]
+"""A spooled chunk, which is also its sort key: (timestamp_ms, chunk, payload)."""
+
+
+class ReassemblyError(Exception):
+    """Root of the recorder core's errors. None is retriable: same input, same failure.
+
+    ::
+
+        ReassemblyError
+        ├── WrongCallError     a record of another call was given to an assembler
+        │                      (workers.reassembly)
+        ├── FinalizedError     a chunk was added after finish()/finalize()
+        └── SpoolCorruptError  a spool file ends inside a record (local disk trouble)
+    """
+
+    retriable = False
+
+
+class FinalizedError(ReassemblyError):
+    """A record was added after the spool or recording was finished (a bug in the caller)."""
+
+
+class SpoolCorruptError(ReassemblyError):
+    """A local spool file is shorter than its records say: the disk lost data."""
+
+
+class IntervalSet:
+    """A set of integers stored as sorted, disjoint, half-open runs ``[start, end)``.
+
+    Chunk numbers of a healthy stream form one run, so the set takes the same
+    few bytes for a call of any length; each hole in the numbering costs 16.
+    """
+
+    __slots__ = ("_ends", "_starts", "count")
+
+    def __init__(self, values: Iterable[int] = ()) -> None:
+        self._starts = array("q")
+        self._ends = array("q")
+        self.count = 0
+        """How many integers the set holds."""
+        for value in values:
+            self.add(value)
+
+    def add(self, n: int) -> bool:
+        """Add ``n``; return False if it was already there."""
+        starts, ends = self._starts, self._ends
+        i = bisect_right(starts, n) - 1
+        if i >= 0 and n < ends[i]:
+            return False
+        joins_left = i >= 0 and ends[i] == n
+        joins_right = i + 1 < len(starts) and starts[i + 1] == n + 1
+        if joins_left and joins_right:
+            ends[i] = ends[i + 1]
+            del starts[i + 1], ends[i + 1]
+        elif joins_left:
+            ends[i] = n + 1
+        elif joins_right:
+            starts[i + 1] = n
+        else:
+            starts.insert(i + 1, n)
+            ends.insert(i + 1, n + 1)
+        self.count += 1
+        return True
+
+    def __contains__(self, n: object) -> bool:
+        if not isinstance(n, int):
+            return False
+        i = bisect_right(self._starts, n) - 1
+        return i >= 0 and n < self._ends[i]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def intervals(self) -> Iterator[tuple[int, int]]:
+        return zip(self._starts, self._ends, strict=True)
+
+    @property
+    def missing(self) -> int:
+        """Integers absent between the smallest and the largest member."""
+        return self._ends[-1] - self._starts[0] - self.count if self.count else 0
+
+    def isdisjoint(self, other: IntervalSet) -> bool:
+        a, b = list(self.intervals()), list(other.intervals())
+        i = j = 0
+        while i < len(a) and j < len(b):
+            if a[i][0] < b[j][1] and b[j][0] < a[i][1]:
+                return False
+            if a[i][1] <= b[j][1]:
+                i += 1
+            else:
+                j += 1
+        return True
+
+    def union(self, other: IntervalSet) -> IntervalSet:
+        merged = IntervalSet()
+        for start, end in sorted([*self.intervals(), *other.intervals()]):
+            if merged._ends and start <= merged._ends[-1]:
+                merged._ends[-1] = max(merged._ends[-1], end)
+            else:
+                merged._starts.append(start)
+                merged._ends.append(end)
+        merged.count = sum(e - s for s, e in merged.intervals())
+        return merged
+
+
+class ChunkSpool:
+    """The chunks of one track of one stream, kept in sorted runs on local disk.
+
+    ``add`` pushes a chunk into an in-RAM min-heap (the reorder buffer) keyed by
+    ``(timestamp_ms, chunk, payload)``; whenever the heap holds more than
+    ``window_bytes``, its smallest record is appended to the main run, which is
+    therefore sorted. A chunk that sorts before the last record already written
+    is *late*: it is buffered separately and written as an extra sorted run.
+    ``records()`` merges all runs into one sorted stream. Nothing is resolved
+    here (duplicates, overlaps): ``workers.reassembly.assemble_track`` does it, and it
+    sees every record, so the result does not depend on arrival order.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        codec: Codec,
+        *,
+        window_ms: int = DEFAULT_WINDOW_MS,
+        max_duration_ms: int = DEFAULT_MAX_DURATION_MS,
+    ) -> None:
+        self.codec = codec
+        self.window_bytes = max(codec.bytes_for_ms(window_ms), codec.sample_width)
+        """Reorder buffer size; chunks later than this (in audio) become late runs."""
+        self.late_buffer_bytes = max(self.window_bytes // 2, codec.sample_width)
+        self.max_duration_ms = max_duration_ms
+        self.seen = IntervalSet()
+        """Distinct chunk numbers received."""
+        self.received = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.late = 0
+        self.rejected = 0
+        self._dir = directory
+        self._name = name
+        self._max_chunk = -1
+        self._heap: list[Key] = []
+        self._heap_bytes = 0
+        self._late: list[Key] = []
+        self._late_bytes = 0
+        self._last: Key | None = None
+        self._main_path = directory / f"{name}.run"
+        self._main = open(self._main_path, "wb", buffering=_IO_BUFFER)  # noqa: SIM115
+        self._levels: list[list[Path]] = []
+        self._run_seq = 0
+        self._finished = False
+
+    @property
+    def ram_limit_bytes(self) -> int:
+        """Upper bound of :attr:`buffered_bytes` after any ``add``."""
+        return self.window_bytes + self.late_buffer_bytes
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Payload bytes held in RAM right now."""
+        return self._heap_bytes + self._late_bytes
+
+    def add(self, chunk: int, timestamp_ms: int, payload: bytes) -> bool:
+        """Spool one chunk; return False if it was rejected (and counted as such).
+
+        Rejected: negative numbers, a payload that is empty or not whole
+        samples, or audio reaching past ``max_duration_ms`` of the stream.
+        """
+        if self._finished:
+            raise FinalizedError(f"spool {self._name} is finished")
+        size = len(payload)
+        end_ms = timestamp_ms + self.codec.ms_for_bytes(size)
+        if (
+            chunk < 0
+            or timestamp_ms < 0
+            or size == 0
+            or size % self.codec.sample_width
+            or end_ms > self.max_duration_ms
+        ):
+            self.rejected += 1
+            return False
+        self.received += 1
+        if self.seen.add(chunk):
+            if chunk < self._max_chunk:
+                self.out_of_order += 1
+            self._max_chunk = max(self._max_chunk, chunk)
+        else:
+            self.duplicates += 1
+        key = (timestamp_ms, chunk, bytes(payload))
+        if self._last is not None and key < self._last:
+            self.late += 1
+            self._late.append(key)
+            self._late_bytes += size
+            if self._late_bytes > self.late_buffer_bytes:
+                self._flush_late()
+            return True
+        heapq.heappush(self._heap, key)
+        self._heap_bytes += size
+        while self._heap_bytes > self.window_bytes:
+            self._append_main(heapq.heappop(self._heap))
+        return True
+
+    def finish(self) -> None:
+        """Write out everything still in RAM; idempotent. ``add`` is refused afterwards."""
+        if self._finished:
+            return
+        while self._heap:
+            self._append_main(heapq.heappop(self._heap))
+        self._flush_late()
+        self._main.close()
+        self._finished = True
+
+    def records(self) -> Generator[Key]:
+        """Every spooled record, sorted by ``(timestamp_ms, chunk, payload)``."""
+        self.finish()
+        paths = [self._main_path, *(p for level in self._levels for p in level)]
+        yield from _merge_runs(paths)
+
+    def discard(self) -> None:
+        """Delete the spool's files."""
+        if not self._main.closed:
+            self._main.close()
+        for path in [self._main_path, *(p for level in self._levels for p in level)]:
+            path.unlink(missing_ok=True)
+        self._levels.clear()
+        self._finished = True
+
+    def _append_main(self, key: Key) -> None:
+        self._heap_bytes -= len(key[2])
+        self._main.write(_RECORD.pack(key[0], key[1], len(key[2])))
+        self._main.write(key[2])
+        self._last = key
+
+    def _flush_late(self) -> None:
+        if not self._late:
+            return
+        self._late.sort()
+        path = self._new_run_path()
+        with open(path, "wb", buffering=_IO_BUFFER) as f:
+            for ts, chunk, payload in self._late:
+                f.write(_RECORD.pack(ts, chunk, len(payload)))
+                f.write(payload)
+        self._late.clear()
+        self._late_bytes = 0
+        self._add_run(0, path)
+
+    def _add_run(self, level: int, path: Path) -> None:
+        while len(self._levels) <= level:
+            self._levels.append([])
+        self._levels[level].append(path)
+        if len(self._levels[level]) < FAN_IN:
+            return
+        merged = self._new_run_path()
+        with open(merged, "wb", buffering=_IO_BUFFER) as f:
+            for ts, chunk, payload in _merge_runs(self._levels[level]):
+                f.write(_RECORD.pack(ts, chunk, len(payload)))
+                f.write(payload)
+        for old in self._levels[level]:
+            old.unlink()
+        self._levels[level] = []
+        self._add_run(level + 1, merged)
+
+    def _new_run_path(self) -> Path:
+        self._run_seq += 1
+        return self._dir / f"{self._name}.late{self._run_seq}.run"
+
+
+def _read_run(path: Path) -> Generator[Key]:
+    with open(path, "rb", buffering=_IO_BUFFER) as f:
+        while header := f.read(_RECORD.size):
+            if len(header) < _RECORD.size:
+                raise SpoolCorruptError(f"{path} ends inside a record header")
+            ts, chunk, size = _RECORD.unpack(header)
+            payload = f.read(size)
+            if len(payload) < size:
+                raise SpoolCorruptError(f"{path} ends inside a record payload")
+            yield ts, chunk, payload
+
+
+def _merge_runs(paths: list[Path]) -> Generator[Key]:
+    with ExitStack() as stack:
+        readers = [stack.enter_context(closing(_read_run(p))) for p in paths]
+        yield from heapq.merge(*readers)

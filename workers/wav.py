@@ -1,0 +1,158 @@
+"""WAV encoding of a recording: one channel per track, streamed in bounded memory.
+
+Pure format code (no S3): :func:`wav_header` builds the RIFF header from
+numbers; :func:`write_wav` interleaves per-track raw files (``workers.reassembly``)
+into a local WAV file and returns its size and sha256, computed while writing so
+the archive never reads the file twice.
+
+Layout::
+
+    RIFF <size> WAVE
+    fmt  <16>  PCM (1), 16-bit                          for L16
+    fmt  <18>  a-law (6) / mu-law (7), 8-bit, cbSize 0  for PCMA / PCMU
+    fact <4>   samples per channel                      non-PCM only (required there)
+    data <n>   frames: channel 0 (inbound, left), channel 1 (outbound, right)
+    [pad byte when n is odd, as RIFF requires]
+
+The sample format is the codec's own: G.711 stays G.711 (what was received is
+what is archived, bit for bit), L16 stays 16-bit little-endian. Shorter tracks
+are padded with the codec's silence to the longest one.
+
+Size: RIFF counts in 32 bits, so a file must stay under 4 GiB. A 60-minute
+stereo L16/24000 call is 346 MB; the recorder's ``max_duration_ms`` (6 h) keeps
+even that codec at 2.1 GB. Beyond the limit :class:`WavTooLargeError` is raised
+rather than writing a file players would misread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from schemas.codecs import Codec
+
+WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_ALAW = 6
+WAVE_FORMAT_MULAW = 7
+RIFF_MAX = 2**32 - 1
+"""Largest value of the RIFF size field (file size minus 8)."""
+CONTENT_TYPE = "audio/wav"
+BLOCK_FRAMES = 32 * 1024
+"""Frames interleaved per step: 128 KiB of stereo L16, whatever the call length."""
+
+_FORMAT_TAGS = {"L16": WAVE_FORMAT_PCM, "PCMA": WAVE_FORMAT_ALAW, "PCMU": WAVE_FORMAT_MULAW}
+
+
+class WavError(Exception):
+    """Root of WAV encoding errors; not retriable (the same input fails the same way).
+
+    ::
+
+        WavError
+        ├── WavTooLargeError   the data does not fit a RIFF file (4 GiB)
+        └── TrackFileError     a track file is shorter than its stated length
+    """
+
+    retriable = False
+
+
+class WavTooLargeError(WavError):
+    pass
+
+
+class TrackFileError(WavError):
+    pass
+
+
+def wav_header(codec: Codec, channels: int, data_bytes: int) -> bytes:
+    """The RIFF/WAVE header for ``data_bytes`` of interleaved ``codec`` samples.
+
+    Raises ``ValueError`` unless ``data_bytes`` is whole frames, and
+    :class:`WavTooLargeError` when the file would exceed the RIFF size limit.
+    """
+    if channels < 1:
+        raise ValueError(f"a WAV needs at least one channel, not {channels}")
+    width = codec.sample_width
+    block_align = width * channels
+    if data_bytes < 0 or data_bytes % block_align:
+        raise ValueError(f"{data_bytes} data bytes are not whole {channels}-channel frames")
+    tag = _FORMAT_TAGS[codec.encoding]
+    byte_rate = codec.sample_rate * block_align
+    if tag == WAVE_FORMAT_PCM:
+        fmt = struct.pack("<HHIIHH", tag, channels, codec.sample_rate, byte_rate, block_align, 16)
+        fact = b""
+    else:
+        fmt = struct.pack(
+            "<HHIIHHH", tag, channels, codec.sample_rate, byte_rate, block_align, 8, 0
+        )
+        fact = b"fact" + struct.pack("<II", 4, data_bytes // block_align)
+    riff_size = 4 + 8 + len(fmt) + len(fact) + 8 + data_bytes + (data_bytes & 1)
+    if riff_size > RIFF_MAX:
+        raise WavTooLargeError(
+            f"{data_bytes} bytes of {codec.id} audio exceed the 4 GiB RIFF limit"
+        )
+    return b"".join(
+        (
+            b"RIFF",
+            struct.pack("<I", riff_size),
+            b"WAVE",
+            b"fmt ",
+            struct.pack("<I", len(fmt)),
+            fmt,
+            fact,
+            b"data",
+            struct.pack("<I", data_bytes),
+        )
+    )
+
+
+def write_wav(
+    out_path: Path, codec: Codec, track_files: list[Path], lengths: list[int]
+) -> tuple[int, str]:
+    """Interleave raw track files into the WAV ``out_path``; return (size, sha256 hex).
+
+    ``track_files[i]`` becomes channel ``i`` and holds ``lengths[i]`` bytes of
+    ``codec`` samples (whole samples); every channel is padded with silence to
+    the longest. Reads and writes ``BLOCK_FRAMES`` frames at a time.
+    """
+    channels = len(track_files)
+    if channels != len(lengths):
+        raise ValueError(f"{channels} track files but {len(lengths)} lengths")
+    width = codec.sample_width
+    if any(n < 0 or n % width for n in lengths):
+        raise ValueError(f"track lengths {lengths} are not whole {codec.id} samples")
+    frames = max(lengths, default=0) // width
+    data_bytes = frames * width * channels
+    header = wav_header(codec, channels, data_bytes)
+    digest = hashlib.sha256(header)
+    dtype = np.dtype("<i2") if width == 2 else np.dtype("u1")
+    silence = np.frombuffer(codec.silence(width), dtype)[0]
+    have = [n // width for n in lengths]
+    with ExitStack() as stack:
+        inputs = [stack.enter_context(open(p, "rb")) for p in track_files]
+        out = stack.enter_context(open(out_path, "wb"))
+        out.write(header)
+        for first in range(0, frames, BLOCK_FRAMES):
+            n = min(BLOCK_FRAMES, frames - first)
+            block = np.empty((n, channels), dtype)
+            for ch, f in enumerate(inputs):
+                take = max(0, min(n, have[ch] - first))
+                if take:
+                    data = f.read(take * width)
+                    if len(data) < take * width:
+                        raise TrackFileError(
+                            f"{track_files[ch]} holds fewer than {lengths[ch]} bytes"
+                        )
+                    block[:take, ch] = np.frombuffer(data, dtype)
+                block[take:, ch] = silence
+            chunk = block.tobytes()
+            out.write(chunk)
+            digest.update(chunk)
+        if data_bytes & 1:
+            out.write(b"\0")
+            digest.update(b"\0")
+    return len(header) + data_bytes + (data_bytes & 1), digest.hexdigest()
