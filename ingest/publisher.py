@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -211,9 +212,7 @@ class KafkaPublisher:
                 except KafkaError as exc:
                     self._retry(lane, batch, exc)
                     continue
-                delivered.add_done_callback(
-                    lambda fut, lane=lane, batch=batch: self._on_delivery(lane, batch, fut)
-                )
+                delivered.add_done_callback(functools.partial(self._on_delivery, lane, batch))
         finally:
             lane.pump = None
 
