@@ -197,13 +197,12 @@ class CallTracker:
         """Recordings to archive now, oldest first per call; each is returned once."""
         found = []
         for recordings in self._calls.values():
-            for rec in recordings:
-                if rec.handed_over:
-                    continue  # an older part is still being archived: wait for it
-                if self._is_over(rec, now):
-                    rec.handed_over = True
-                    found.append(rec)
-                break
+            # Only a call's oldest recording not yet durable may go: parts are numbered in
+            # the archive, so part 1 must wait until part 0's manifest exists.
+            rec = recordings[0]
+            if not rec.handed_over and self._is_over(rec, now):
+                rec.handed_over = True
+                found.append(rec)
         return found
 
     def _is_over(self, rec: Recording, now: float) -> bool:
