@@ -193,7 +193,8 @@ async def test_broker_down_for_ten_seconds_loses_no_chunk(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Backpressure holds the socket while the broker is away; every chunk arrives after."""
-    broker = stack.KafkaServer(tmp_path_factory.mktemp("kafka-outage"))
+    # Restarted from a worker thread below: not tied to a thread's life (stopped in finally).
+    broker = stack.KafkaServer(tmp_path_factory.mktemp("kafka-outage"), die_with_parent=False)
     broker.start()
     try:
         topic = "callrec.media.outage"

@@ -99,7 +99,8 @@ async def test_a_stream_after_finalization_starts_a_new_part_and_never_overwrite
 async def test_a_30_second_s3_outage_loses_nothing(
     kafka: stack.KafkaServer, media_topic: str, data_dir: Path, tmp_path: Path,
 ) -> None:
-    minio = stack.MinioServer(tmp_path / "minio-outage")
+    # Restarted from a worker thread below: not tied to a thread's life (stopped in finally).
+    minio = stack.MinioServer(tmp_path / "minio-outage", die_with_parent=False)
     minio.start()
     try:
         bucket = new_bucket(minio)
