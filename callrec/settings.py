@@ -44,9 +44,13 @@ class KafkaSettings(_Base):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
         "PLAINTEXT"
     )
+    """How to talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism when the protocol is SASL_*."""
     kafka_sasl_username: str | None = None
+    """SASL user name."""
     kafka_sasl_password: SecretStr | None = None
+    """SASL password (a secret: from a Kubernetes Secret, never logged)."""
     kafka_ssl_cafile: str | None = None
     """CA bundle for SSL/SASL_SSL."""
 
@@ -125,16 +129,20 @@ class ArchiveSettings(_Base):
     s3_endpoint_url: str | None = None
     """S3 API endpoint for MinIO or other S3-compatible stores; unset = AWS."""
     s3_region: str = "us-east-1"
+    """S3 region (MinIO accepts any)."""
     s3_access_key_id: SecretStr | None = None
     """Unset = boto3's default credential chain (IRSA, instance profile, ~/.aws)."""
     s3_secret_access_key: SecretStr | None = None
+    """Secret key paired with ``CALLREC_S3_ACCESS_KEY_ID``."""
     s3_sse: Literal["AES256", "aws:kms"] | None = None
     """Server-side encryption of every object."""
     s3_sse_kms_key_id: str | None = None
+    """KMS key id for ``aws:kms`` encryption; unset = the bucket's default key."""
     s3_object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
     """Object Lock retention applied to every object of a recording (bucket must have
     Object Lock enabled; checked at start-up)."""
     s3_object_lock_days: int = Field(default=0, ge=0)
+    """Retention period in days from the upload, with ``CALLREC_S3_OBJECT_LOCK_MODE``."""
     s3_legal_hold: bool = False
     """Put a legal hold on every object of a recording."""
     s3_create_bucket: bool = False
@@ -188,6 +196,7 @@ class RecorderSettings(KafkaSettings, ArchiveSettings):
     recorder_commit_interval_s: float = Field(default=1.0, gt=0)
     """How often safe offsets are committed."""
     recorder_host: str = "0.0.0.0"
+    """Address of the probes and metrics server."""
     recorder_port: int = Field(default=9091, ge=0, le=65535)
     """Port of ``/healthz``, ``/readyz`` and ``/metrics``."""
 
