@@ -77,8 +77,11 @@ CALLS = _schema(
     ),
     _field("codec", pa.string(), "Sample format of the WAV, e.g. L16/24000."),
     _field("sample_rate", pa.int32(), "Samples per second per channel."),
-    _field("recording_uri", pa.string(), "s3://bucket/key of the WAV."),
-    _field("manifest_uri", pa.string(), "s3://bucket/key of the manifest (custody, sha256)."),
+    _field("recording_key", pa.string(),
+           "Key of the WAV relative to the archive root (CALLREC_ARCHIVE_URI), so rows stay\n"
+           "valid when the archive is copied or moved; `callrec query` adds recording_uri."),
+    _field("manifest_key", pa.string(),
+           "Key of the manifest (custody, sha256) relative to the archive root."),
     _field("wav_sha256", pa.string(), "Lower-case hex SHA-256 of the WAV object."),
     _field("wav_bytes", pa.int64(), "Size of the WAV object."),
     _field("gaps", pa.int64(), "Holes filled with silence, over all tracks."),

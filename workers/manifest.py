@@ -242,8 +242,8 @@ def build_manifest(
 def calls_row(
     manifest: Manifest,
     *,
-    recording_uri: str,
-    manifest_uri: str,
+    recording_key: str,
+    manifest_key: str,
     wav_sha256: str,
     wav_bytes: int,
 ) -> dict[str, Any]:
@@ -263,8 +263,8 @@ def calls_row(
         "incomplete_reason": None if manifest.complete else manifest.reason,
         "codec": manifest.codec,
         "sample_rate": manifest.sample_rate,
-        "recording_uri": recording_uri,
-        "manifest_uri": manifest_uri,
+        "recording_key": recording_key,
+        "manifest_key": manifest_key,
         "wav_sha256": wav_sha256,
         "wav_bytes": wav_bytes,
         "gaps": sum(c.gaps for c in counts),

@@ -77,7 +77,7 @@ async def test_stereo_call_is_archived_sample_identical_with_checksums_and_a_cal
     )
     assert row["duration_ms"] == len(expected[0]) * 1000 // (2 * 24000)
     assert row["wav_sha256"] == sha256(blobs[wav_key])
-    assert row["recording_uri"] == f"s3://{bucket}/{wav_key}"
+    assert row["recording_key"] == wav_key
 
     events = await read_until(kafka.bootstrap, settings.kafka_recordings_topic,
                               lambda r: len(r) >= 1)

@@ -163,8 +163,8 @@ def test_calls_row_sums_counts(tmp_path):
     m = manifest_of(records(), tmp_path)
     row = calls_row(
         m,
-        recording_uri="s3://b/recordings/a.wav",
-        manifest_uri="s3://b/recordings/a.json",
+        recording_key="recordings/a/audio.wav",
+        manifest_key="recordings/a/manifest.json",
         wav_sha256="a" * 64,
         wav_bytes=123,
     )

@@ -89,8 +89,7 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
         wav = store.put_file(prefix + WAV_NAME, wav_path, sha256, "audio/wav")
     finally:
         wav_path.unlink(missing_ok=True)
-    row = calls_row(manifest, recording_uri=store.uri(wav.key),
-                    manifest_uri=store.uri(prefix + MANIFEST_NAME),
+    row = calls_row(manifest, recording_key=wav.key, manifest_key=prefix + MANIFEST_NAME,
                     wav_sha256=wav.sha256, wav_bytes=wav.size)
     table = store.put_bytes(table_key("calls", manifest.date, rec_id),
                             rows_to_parquet("calls", [row]), "application/vnd.apache.parquet")
