@@ -455,8 +455,13 @@ async def stream_call(
     realtime: bool = True,
     faults: Faults = Faults(),
     token: str | None = None,
+    started_at: float | None = None,
 ) -> CallReport:
     """Stream one call as Wavix would and report what was sent and how each stream ended.
+
+    ``started_at`` is the Wavix time (Unix seconds) of the call's first frame, from
+    which every ``event_time`` follows; now when None. Fix it to send the very same
+    messages twice (e.g. to compare two deployments).
 
     Raises :class:`StreamRejected` (HTTP 401, 503, ...) or :class:`ConnectFailed` when a
     connection cannot be opened; then nothing was sent on any of the call's connections.
@@ -464,7 +469,8 @@ async def stream_call(
     plans = _plan_streams(call)
     connections = await _open_all(with_token(url, token), len(plans))
     loop = asyncio.get_running_loop()
-    started_at, start_clock = time.time(), loop.time()
+    start_clock = loop.time()
+    started_at = time.time() if started_at is None else started_at
     pace_from = start_clock if realtime else None
     log.info("call_id=%s: streaming %d connection(s) to %s", call.call_id, len(plans), _redact(url))
     try:

@@ -112,14 +112,15 @@ class KafkaPublisher:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        client_options: dict[str, object],
         topic: str,
         *,
         max_inflight_bytes: int,
         produce_timeout_s: float,
         batch_bytes: int = 256 * 1024,
     ) -> None:
-        self.producer = producer
+        self._client_options = client_options
+        self.producer = self._create_producer()
         self.topic = topic
         self.budget = ByteBudget(max_inflight_bytes)
         self.produce_timeout_s = produce_timeout_s
@@ -131,8 +132,7 @@ class KafkaPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @staticmethod
-    def create_producer(client_options: dict[str, object]) -> AIOKafkaProducer:
+    def _create_producer(self) -> AIOKafkaProducer:
         # linger 0: batching happens here, per partition lane. max_batch_size above
         # batch_bytes so one of our batches always fits one Kafka batch.
         return AIOKafkaProducer(
@@ -143,13 +143,19 @@ class KafkaPublisher:
             max_request_size=2 * 1024 * 1024,
             request_timeout_ms=30000,
             retry_backoff_ms=200,
-            **client_options,
+            **self._client_options,
         )
 
     async def start(self) -> None:
         """Connect; raises ``KafkaError`` when Kafka is unreachable (the caller retries)."""
-        await self.producer.start()
-        partitions = await self.producer.partitions_for(self.topic)
+        try:
+            await self.producer.start()
+            partitions = await self.producer.partitions_for(self.topic)
+        except KafkaError:
+            # An aiokafka producer cannot be started twice: the next try gets a new one.
+            await self.producer.stop()
+            self.producer = self._create_producer()
+            raise
         self._partitions = sorted(partitions)
 
     async def stop(self) -> None:

@@ -61,6 +61,7 @@ from schemas.codecs import codec_by_id
 from schemas.errors import ProtocolError
 
 if TYPE_CHECKING:
+    from callrec.bus import Publisher
     from callrec.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,11 @@ class _Connection:
 class IngestServer:
     """One ingest process: WebSocket server, Kafka publisher, probes and drain."""
 
-    def __init__(self, settings: IngestSettings, publisher: KafkaPublisher | None = None) -> None:
+    def __init__(self, settings: IngestSettings, publisher: Publisher | None = None) -> None:
         self.settings = settings
         self.codec = codec_by_id(settings.ingest_codec)
-        self.publisher = publisher or KafkaPublisher(
-            KafkaPublisher.create_producer(settings.kafka_client_options()),
+        self.publisher: Publisher = publisher or KafkaPublisher(
+            settings.kafka_client_options(),
             settings.kafka_media_topic,
             max_inflight_bytes=settings.ingest_max_inflight_bytes,
             produce_timeout_s=settings.ingest_produce_timeout_s,
@@ -180,10 +181,6 @@ class IngestServer:
                 self._publisher_started = True
             except KafkaError as exc:
                 log.warning("Kafka not reachable yet at %s: %r", self.settings.kafka_bootstrap, exc)
-                await self.publisher.producer.stop()
-                self.publisher.producer = KafkaPublisher.create_producer(
-                    self.settings.kafka_client_options()
-                )
                 await asyncio.sleep(1)
         while True:
             ok = await self.publisher.probe(within_s=3)

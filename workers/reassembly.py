@@ -59,6 +59,7 @@ TRACK_ORDER: tuple[Track, ...] = ("inbound", "outbound")
 _IO_BUFFER = 64 * 1024
 _SILENCE_BLOCK = 64 * 1024
 _PRECISE_TIME = re.compile(r"\d{2}:\d{2}:\d{2}[.,]\d{3}")
+_ZONED_TIME = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 
 Clock = Literal["event_time", "received", "none"]
 """Which clock aligned the streams: Wavix ``event_time``, ingest ``received_ns``, or none."""
@@ -213,8 +214,9 @@ class RecordingResult:
     codec: Codec
     """Codec of every track file (the WAV's sample format)."""
     start_ns: int
-    """Recording time 0 as Unix ns: when an ingest pod received the start record of the
-    stream that started first (0 if no record said; then ``clock`` is ``none``)."""
+    """Recording time 0 as Unix ns: the Wavix ``event_time`` of the first stream's start
+    when the streams were aligned on it and it names its zone, else when an ingest pod
+    received that start (0 if no record said; then ``clock`` is ``none``)."""
     clock: Clock
     duration_ms: int
     """Length of the longest track."""
@@ -352,11 +354,14 @@ class RecordingAssembler:
             return
         spool.add(record.chunk, record.timestamp_ms, record.payload)
 
-    def finalize(self, *, timed_out: bool = False) -> RecordingResult:
+    def finalize(
+        self, *, timed_out: bool = False, cut_reason: str = "idle timeout"
+    ) -> RecordingResult:
         """Align the streams, assemble every track into ``spool_dir``; idempotent.
 
-        ``timed_out`` says the caller gave up waiting for close records (idle
-        timeout); it only words the reason of streams that never closed.
+        ``timed_out`` says the caller gave up waiting for close records, and
+        ``cut_reason`` why (idle timeout, or the process restarted); they only word
+        the reason of streams that never closed.
         """
         if self._result is not None:
             return self._result
@@ -398,7 +403,8 @@ class RecordingAssembler:
         custody = [
             _custody(st, offsets[st.stream_id], excluded.get(st.stream_id, 0)) for st in order
         ]
-        reasons = _reasons(order, custody, tracks, codec, timed_out, self.max_duration_ms)
+        cut = cut_reason if timed_out else None
+        reasons = _reasons(order, custody, tracks, codec, cut, self.max_duration_ms)
         self._result = RecordingResult(
             call_id=self.call_id,
             codec=codec,
@@ -455,6 +461,7 @@ def _align(streams: list[_Stream]) -> tuple[Clock, int, dict[str, int]]:
     recording is marked incomplete).
     """
     started = [st for st in streams if st.starts]
+    streams_by_id = {st.stream_id: st for st in started}
     offsets = {st.stream_id: 0 for st in streams}
     if not started:
         start_ns = min((st.first_ns for st in streams if st.first_ns is not None), default=0)
@@ -472,6 +479,12 @@ def _align(streams: list[_Stream]) -> tuple[Clock, int, dict[str, int]]:
     for stream_id, t in times.items():
         offsets[stream_id] = (t - t0 + 500_000) // 1_000_000
     first = min(times, key=lambda k: (times[k], k))
+    # Time 0 on the aligning clock when Wavix said its zone: then the start time is the
+    # sender's, the same on every run and backend for the same stream. Without a zone,
+    # the pod's receive time, so a zone mistake cannot misdate the recording.
+    first_event = next(iter(r.event_time for r in streams_by_id[first].starts.values()), None)
+    if clock == "event_time" and first_event and _ZONED_TIME.search(first_event):
+        return clock, times[first], offsets
     return clock, received[first], offsets
 
 
@@ -569,7 +582,7 @@ def _reasons(
     custody: list[StreamCustody],
     tracks: list[TrackResult],
     codec: Codec,
-    timed_out: bool,
+    cut_reason: str | None,
     max_duration_ms: int,
 ) -> list[str]:
     """Why the recording is incomplete, in a fixed order (empty: complete)."""
@@ -579,7 +592,7 @@ def _reasons(
         if not st.starts:
             reasons.append(f"{name}: start record missing")
         if st.starts.keys() - st.closes.keys() or not st.closes:
-            reasons.append(f"{name}: not closed" + (" (idle timeout)" if timed_out else ""))
+            reasons.append(f"{name}: not closed" + (f" ({cut_reason})" if cut_reason else ""))
         reasons.extend(f"{name} {c.reason}: {c.detail}" for c in cu.closes if c.reason != "stop")
         if cu.codec != codec.id:
             reasons.append(f"{name}: codec {cu.codec} differs from recording codec {codec.id}")

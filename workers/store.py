@@ -121,6 +121,8 @@ class LocalStore:
             raise StoreAccessError(f"archive directory {self.root} is not writable")
 
     def uri(self, key: str) -> str:
+        if not key:
+            return self.root.resolve().as_uri()
         return self._path(key).resolve().as_uri()
 
     def _path(self, key: str) -> Path:
@@ -226,6 +228,7 @@ class S3Store:
         return cls(parts.netloc, parts.path, **options)
 
     def uri(self, key: str) -> str:
+        """``s3://bucket/prefix/key``; the archive root for an empty key."""
         return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def check(self) -> None:

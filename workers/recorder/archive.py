@@ -71,7 +71,7 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     """Archive a recording the tracker handed over; see the module docstring."""
     assembler = rec.assembler
     assert isinstance(assembler, RecordingAssembler)
-    result = assembler.finalize(timed_out=rec.idle)
+    result = assembler.finalize(timed_out=rec.idle, cut_reason=rec.cut_reason)
     part, existing = _find_part(store, result)
     rec_id = recording_id(result.call_id, part)
     prefix = recording_prefix(rec_id)

@@ -69,7 +69,9 @@ class Recording:
     last_record_ns: int = 0
     last_seen: float = 0.0
     idle: bool = False
-    """Finalized by the idle timeout: incomplete."""
+    """Finalized without every stream closed: incomplete."""
+    cut_reason: str = "idle timeout"
+    """Why the recording was ended without its close records."""
     handed_over: bool = False
     """Given to the archiver; records for it that still come are late."""
 
@@ -218,6 +220,24 @@ class CallTracker:
             return True
         return False
 
+    def cut_open(self, reason: str, before: dict[int, int]) -> int:
+        """End, as incomplete, every recording with open streams that began before
+        ``before[partition]`` (the log end when the process started).
+
+        For a single-process deployment after a restart: the sockets of those
+        streams died with the previous process, no close record will come.
+        Returns how many recordings were cut.
+        """
+        cut = 0
+        for recordings in self._calls.values():
+            for rec in recordings:
+                began_before = rec.first_offset < before.get(rec.partition, 0)
+                if began_before and not rec.handed_over and not rec.all_closed:
+                    rec.idle, rec.cut_reason = True, reason
+                    rec.last_seen = float("-inf")
+                    cut += 1
+        return cut
+
     def done(self, rec: Recording) -> None:
         """The recording is durable in the archive: forget it (commits may pass it)."""
         recordings = self._calls.get(rec.call_id, [])
@@ -251,6 +271,12 @@ class CallTracker:
             self._next_offset.pop(p, None)
             self._watermark_ns.pop(p, None)
         return dropped
+
+    def forget_all(self) -> list[Recording]:
+        """Drop every recording (shutdown); returns them so their files can be deleted."""
+        partitions = set(self._next_offset)
+        partitions |= {r.partition for recs in self._calls.values() for r in recs}
+        return self.forget_partitions(partitions)
 
     @property
     def open_count(self) -> int:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from callrec.bus import Consumer, Producer
 from schemas import envelope
 from schemas.errors import EnvelopeError
 from workers.reassembly import RecordingAssembler
@@ -57,8 +58,8 @@ class RecorderService:
     def __init__(
         self,
         *,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         store: ObjectStore,
         media_topic: str,
         recordings_topic: str,
@@ -68,6 +69,7 @@ class RecorderService:
         idle_timeout_s: float,
         commit_interval_s: float = 1.0,
         max_parallel_archives: int = 4,
+        cut_open_on_restart: bool = False,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -86,16 +88,25 @@ class RecorderService:
         self._failing: set[Recording] = set()
         self._committed: dict[int, int] = {}
         self.started = False
+        self.cut_open_on_restart = cut_open_on_restart
+        """Single-process mode: recordings left open by the previous process are ended as
+        incomplete once the replay reached the log end seen at start-up."""
+        self._restart_ends: dict[int, int] | None = None
 
-    @classmethod
-    def from_settings(cls, settings: RecorderSettings, store: ObjectStore) -> RecorderService:
-        options = settings.kafka_client_options()
+    @staticmethod
+    def assembler_factory(settings: RecorderSettings) -> Callable[[str, Path], Assembler]:
         window_ms = settings.recorder_reorder_window_ms
 
         def make_assembler(call_id: str, spill_dir: Path) -> RecordingAssembler:
             # One spool directory per recording: parts of one call never share files.
             return RecordingAssembler(call_id, spill_dir / uuid.uuid4().hex, window_ms=window_ms)
 
+        return make_assembler
+
+    @classmethod
+    def from_settings(cls, settings: RecorderSettings, store: ObjectStore) -> RecorderService:
+        """A recorder on Kafka, as ``callrec recorder`` runs it."""
+        options = settings.kafka_client_options()
         return cls(
             consumer=AIOKafkaConsumer(
                 group_id=settings.recorder_group_id,
@@ -111,7 +122,7 @@ class RecorderService:
             media_topic=settings.kafka_media_topic,
             recordings_topic=settings.kafka_recordings_topic,
             spill_dir=Path(settings.recorder_spill_dir),
-            make_assembler=make_assembler,
+            make_assembler=cls.assembler_factory(settings),
             grace_ms=settings.recorder_grace_ms,
             idle_timeout_s=settings.recorder_idle_timeout_s,
             commit_interval_s=settings.recorder_commit_interval_s,
@@ -133,6 +144,9 @@ class RecorderService:
         self.consumer.subscribe([self.media_topic], listener=_Rebalance(self))
         await self.consumer.start()
         self.started = True
+        if self.cut_open_on_restart:
+            self._restart_ends = {tp.partition: self.consumer.highwater(tp) or 0
+                                  for tp in self.consumer.assignment()}
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
@@ -141,6 +155,7 @@ class RecorderService:
                 for tp, messages in batches.items():
                     for message in messages:
                         self._take(tp, message.offset, message.value)
+                self._cut_open_after_replay()
                 self._start_archives(now)
                 if now - last_commit >= self.commit_interval_s:
                     await self.commit()
@@ -161,6 +176,9 @@ class RecorderService:
             await self.commit()
         except KafkaError as exc:
             log.warning("final commit failed (the next owner replays a little more): %r", exc)
+        # Recordings still open are replayed by the next owner; this process lets go of them.
+        for rec in self.tracker.forget_all():
+            rec.assembler.discard()
         await self.consumer.stop()
         await self.producer.stop()
 
@@ -189,6 +207,16 @@ class RecorderService:
                 tp.partition,
                 offset,
             )
+
+    def _cut_open_after_replay(self) -> None:
+        ends = self._restart_ends
+        if ends is None or any(self.tracker.next_offset(p) < end for p, end in ends.items()):
+            return
+        self._restart_ends = None
+        cut = self.tracker.cut_open("callrec restarted before the stream ended", ends)
+        if cut:
+            log.warning("%d recordings were open when the previous process ended: "
+                        "archiving what was received as incomplete", cut)
 
     def _start_archives(self, now: float) -> None:
         for rec in self.tracker.ready(now):

@@ -1,0 +1,332 @@
+"""The local bus of ``callrec up``: Kafka's model, one process, one directory.
+
+Each topic is a directory of append-only segment files (one partition, 0)::
+
+    <root>/<topic>/<base offset, 20 digits>.log     records from that offset on
+    <root>/<topic>/groups/<group id>.json          committed offset of a consumer group
+
+A record is framed as ``key length (4) | value length (4) | CRC-32 (4) | key |
+value`` and written with one ``write()``: a process crash loses no record the
+publisher acknowledged (the bytes are in the OS page cache; ``fsync`` runs at
+most every ``sync_interval_s`` for power loss). On open, a torn last record
+(short or with a bad CRC) is cut off. Segments roll at ``segment_bytes``; a
+segment whose records every consumer group has committed past is deleted.
+
+Because offsets, commits and replays behave as in Kafka, the recorder's
+exactly-once rules and crash recovery are the same code in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import struct
+import time
+import zlib
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">III")
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class LocalLogError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A record read back, shaped like aiokafka's ``ConsumerRecord`` where it matters."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class _Segment:
+    __slots__ = ("base", "fd", "path", "positions", "size")
+
+    def __init__(self, path: Path, base: int) -> None:
+        self.path = path
+        self.base = base
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.positions = array("Q")
+        """File position of each record: record ``base + i`` starts at ``positions[i]``."""
+        self.size = 0
+
+    def scan(self) -> None:
+        """Index the records; cut a torn tail left by a crash in the middle of a write."""
+        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        pos = 0
+        while pos + _HEADER.size <= len(data):
+            key_len, value_len, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + key_len + value_len
+            if end > len(data) or zlib.crc32(data[pos + _HEADER.size:end]) != crc:
+                break
+            self.positions.append(pos)
+            pos = end
+        if pos != len(data):
+            log.warning("%s: cutting %d bytes of a torn record", self.path, len(data) - pos)
+            os.ftruncate(self.fd, pos)
+        self.size = pos
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.positions)
+
+    def read(self, offset: int) -> tuple[bytes, bytes]:
+        pos = self.positions[offset - self.base]
+        key_len, value_len, _ = _HEADER.unpack(os.pread(self.fd, _HEADER.size, pos))
+        body = os.pread(self.fd, key_len + value_len, pos + _HEADER.size)
+        return body[:key_len], body[key_len:]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LocalLog:
+    """One topic: append, read by offset, wait for new records, drop what all consumed."""
+
+    def __init__(self, directory: Path, topic: str, segment_bytes: int = SEGMENT_BYTES,
+                 sync_interval_s: float = 1.0) -> None:
+        self.topic = topic
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.sync_interval_s = sync_interval_s
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "groups").mkdir(exist_ok=True)
+        self._segments: list[_Segment] = []
+        for path in sorted(directory.glob("*.log")):
+            segment = _Segment(path, int(path.stem))
+            segment.scan()
+            self._segments.append(segment)
+        if not self._segments:
+            self._segments.append(self._new_segment(0))
+        self._waiters: list[asyncio.Future[None]] = []
+        self._last_sync = time.monotonic()
+
+    def _new_segment(self, base: int) -> _Segment:
+        return _Segment(self.directory / f"{base:020d}.log", base)
+
+    @property
+    def start_offset(self) -> int:
+        return self._segments[0].base
+
+    @property
+    def end_offset(self) -> int:
+        return self._segments[-1].end
+
+    def append(self, key: bytes, value: bytes) -> int:
+        """Append one record; returns its offset."""
+        segment = self._segments[-1]
+        if segment.size >= self.segment_bytes:
+            segment = self._new_segment(segment.end)
+            self._segments.append(segment)
+        body = key + value
+        frame = _HEADER.pack(len(key), len(value), zlib.crc32(body)) + body
+        written = os.write(segment.fd, frame)
+        if written != len(frame):
+            raise LocalLogError(f"short write to {segment.path}")
+        segment.positions.append(segment.size)
+        segment.size += len(frame)
+        if time.monotonic() - self._last_sync >= self.sync_interval_s:
+            os.fsync(segment.fd)
+            self._last_sync = time.monotonic()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+        return segment.end - 1
+
+    def read(self, offset: int, max_records: int) -> list[Message]:
+        """Records from ``offset`` on (at most ``max_records``)."""
+        out: list[Message] = []
+        for segment in self._segments:
+            for o in range(max(offset, segment.base), segment.end):
+                if len(out) >= max_records:
+                    return out
+                key, value = segment.read(o)
+                out.append(Message(self.topic, 0, o, key, value))
+        return out
+
+    async def wait_beyond(self, offset: int, timeout_s: float) -> None:
+        """Return once a record at ``offset`` exists, or after ``timeout_s``."""
+        if self.end_offset > offset:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await asyncio.wait({waiter}, timeout=timeout_s)
+        if not waiter.done():
+            waiter.cancel()
+            self._waiters.remove(waiter)
+
+    # -- consumer groups -----------------------------------------------------------------
+
+    def committed(self, group: str) -> int | None:
+        path = self.directory / "groups" / f"{group}.json"
+        try:
+            return int(json.loads(path.read_text())["offset"])
+        except FileNotFoundError:
+            return None
+
+    def commit(self, group: str, offset: int) -> None:
+        path = self.directory / "groups" / f"{group}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"offset": offset}))
+        os.replace(tmp, path)
+        self._drop_consumed()
+
+    def _drop_consumed(self) -> None:
+        """Delete segments every known group has committed past."""
+        groups = list((self.directory / "groups").glob("*.json"))
+        if not groups:
+            return
+        low = min(self.committed(p.stem) or 0 for p in groups)
+        while len(self._segments) > 1 and self._segments[1].base <= low:
+            segment = self._segments.pop(0)
+            segment.close()
+            segment.path.unlink(missing_ok=True)
+            log.info("%s: dropped segment %s (consumed by every group)", self.topic,
+                     segment.path.name)
+
+    def sync(self) -> None:
+        os.fsync(self._segments[-1].fd)
+
+    def close(self) -> None:
+        self.sync()
+        for segment in self._segments:
+            segment.close()
+
+
+class LocalBus:
+    """The topics of one ``callrec up`` data directory."""
+
+    def __init__(self, root: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.root = root
+        self.segment_bytes = segment_bytes
+        self._logs: dict[str, LocalLog] = {}
+
+    def log(self, topic: str) -> LocalLog:
+        if topic not in self._logs:
+            self._logs[topic] = LocalLog(self.root / topic, topic, self.segment_bytes)
+        return self._logs[topic]
+
+    def close(self) -> None:
+        for topic_log in self._logs.values():
+            topic_log.close()
+        self._logs.clear()
+
+
+class LocalPublisher:
+    """Ingest's publisher on the local bus: a disk append is the acknowledgement."""
+
+    def __init__(self, bus: LocalBus, topic: str) -> None:
+        self._log = bus.log(topic)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._log.sync()
+
+    async def probe(self, within_s: float) -> bool:
+        return True
+
+    def partition_for(self, key: bytes) -> int:
+        return 0
+
+    async def publish(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self._log.append(key, value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+class LocalProducer:
+    """Worker output on the local bus (``send_and_wait`` like aiokafka's)."""
+
+    def __init__(self, bus: LocalBus) -> None:
+        self._bus = bus
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None,
+                            key: bytes | None = None) -> int:
+        return self._bus.log(topic).append(key or b"", value or b"")
+
+
+class LocalConsumer:
+    """A consumer group of one member on the local bus (like ``AIOKafkaConsumer``)."""
+
+    def __init__(self, bus: LocalBus, group_id: str) -> None:
+        self._bus = bus
+        self.group_id = group_id
+        self._log: LocalLog | None = None
+        self._tp: TopicPartition | None = None
+        self._listener: Any = None
+        self._position = 0
+        self._paused = False
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        [topic] = topics
+        self._log = self._bus.log(topic)
+        self._tp = TopicPartition(topic, 0)
+        self._listener = listener
+
+    async def start(self) -> None:
+        assert self._log is not None and self._tp is not None, "subscribe first"
+        committed = self._log.committed(self.group_id)
+        self._position = max(committed or 0, self._log.start_offset)
+        if committed is None:
+            # Registers the group: segments it has not read are kept from now on.
+            self._log.commit(self.group_id, self._position)
+        if self._listener is not None:
+            await self._listener.on_partitions_assigned({self._tp})
+
+    async def stop(self) -> None:
+        return None
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Message]]:
+        assert self._log is not None and self._tp is not None
+        if self._paused:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        await self._log.wait_beyond(self._position, timeout_ms / 1000)
+        records = self._log.read(self._position, max_records or 500)
+        if not records:
+            return {}
+        self._position = records[-1].offset + 1
+        return {self._tp: records}
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        assert self._log is not None and self._tp is not None
+        offset = self._position if offsets is None else offsets[self._tp]
+        self._log.commit(self.group_id, offset)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self._tp} if self._tp is not None else set()
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._paused = True
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._paused = False
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return self._log.end_offset if self._log is not None else None
