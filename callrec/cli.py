@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from callrec.settings import AnalyzerSettings
 
 log = logging.getLogger("callrec")
 
@@ -86,6 +91,100 @@ def _recorder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyzer(args: argparse.Namespace) -> int:
+    from callrec.settings import AnalyzerSettings
+    from workers.analyzer.transcribe import WhisperTranscriber
+
+    settings = AnalyzerSettings()
+    configure_logging(settings.log_level)
+    if args.backfill:
+        return _backfill(args, settings)
+    if args.since or args.force:
+        print("callrec analyzer: --since and --force go with --backfill", file=sys.stderr)
+        return 2
+
+    from callrec.probes import ProbeServer
+    from workers.analyzer.service import AnalyzerService
+
+    async def main(stop: asyncio.Event) -> None:
+        store = settings.open_store()
+        await asyncio.to_thread(store.check)
+        transcriber = await asyncio.to_thread(WhisperTranscriber, settings.transcriber_config())
+        service = AnalyzerService.from_settings(settings, store, transcriber)
+        probes = ProbeServer(settings.analyzer_host, settings.analyzer_port, lambda: service.ready)
+        await probes.start()
+        try:
+            await service.run(stop)
+        finally:
+            await probes.close()
+
+    run_until_signalled(main)
+    return 0
+
+
+def _backfill(args: argparse.Namespace, settings: AnalyzerSettings) -> int:
+    from workers.analyzer.backfill import backfill
+    from workers.analyzer.transcribe import WhisperTranscriber
+
+    store = settings.open_store()
+    store.check()
+    transcriber = WhisperTranscriber(settings.transcriber_config())
+    report = backfill(store, transcriber, settings.analysis_config(), since=args.since,
+                      force=args.force, progress=not args.no_progress)
+    print(f"backfill: {report.selected} recordings, {report.analyzed} analysed, "
+          f"{report.skipped} already done, {len(report.failed)} failed", file=sys.stderr)
+    for rec_id, reason in sorted(report.failed.items()):
+        print(f"  failed: {rec_id} ({reason})", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from callrec.query import QueryError, query
+    from callrec.settings import ArchiveSettings
+
+    settings = ArchiveSettings()
+    configure_logging(settings.log_level)
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    try:
+        text = query(args.archive or settings.archive_uri, sql, args.format, settings,
+                     max_width=args.max_width)
+    except QueryError as exc:
+        print(f"callrec query: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _up(args: argparse.Namespace) -> int:
+    from callrec.settings import UpSettings
+    from callrec.up import Embedded
+
+    settings = UpSettings()
+    configure_logging(settings.log_level)
+
+    async def main(stop: asyncio.Event) -> None:
+        embedded = Embedded(settings)
+        ready = asyncio.Event()
+        running = asyncio.create_task(embedded.run(stop, ready))
+        await asyncio.wait([running, asyncio.create_task(ready.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            port = embedded.ingest.port
+            print(f"callrec up: Wavix stream_url ws://<host>:{port}/v1/stream?token=<token>; "
+                  f"archive {embedded.archive_uri}; data {embedded.data_dir}", flush=True)
+        await running
+
+    run_until_signalled(main)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callrec",
@@ -107,6 +206,47 @@ def build_parser() -> argparse.ArgumentParser:
         "finished recordings to S3 (or a directory), exactly once.",
     )
     recorder.set_defaults(func=_recorder)
+    up = sub.add_parser(
+        "up",
+        help="ingest + recorder + analyzer in one process, no Kafka or S3 needed",
+        description="Run the whole pipeline in one process on a local bus and a local "
+        "archive directory (CALLREC_UP_DATA_DIR). Same code as the distributed services.",
+    )
+    up.set_defaults(func=_up)
+    analyzer = sub.add_parser(
+        "analyzer",
+        help="Kafka consumer that transcribes recordings and writes segments and metrics",
+        description="Consume callrec.recordings; transcribe each archived recording with "
+        "faster-whisper (speaker = channel), compute call metrics, and write the transcript "
+        "JSON and the segments and metrics tables. With --backfill, analyse the recordings "
+        "already in the archive instead (no Kafka) and exit.",
+    )
+    analyzer.add_argument("--backfill", action="store_true",
+                          help="analyse archived recordings not yet analysed with the current "
+                          "model and settings, then exit (resumable)")
+    analyzer.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+                          help="backfill only recordings that started on or after this UTC day")
+    analyzer.add_argument("--force", action="store_true",
+                          help="backfill: analyse again even what is up to date")
+    analyzer.add_argument("--no-progress", action="store_true",
+                          help="backfill: no progress bar")
+    analyzer.set_defaults(func=_analyzer)
+    query = sub.add_parser(
+        "query",
+        help="SQL (DuckDB) over the calls, segments and metrics tables",
+        description="Run one SQL statement with DuckDB over the archive's tables: calls, "
+        "segments, metrics (each with the partition column date). The archive is "
+        "CALLREC_ARCHIVE_URI or --archive: a directory or s3://bucket/prefix (S3 settings "
+        "from CALLREC_S3_*). Examples: docs/analytics.md.",
+    )
+    query.add_argument("sql", help='the SQL, e.g. "SELECT count(*) FROM calls"; - reads stdin')
+    query.add_argument("--archive", metavar="URI",
+                       help="directory or s3://bucket/prefix (default: CALLREC_ARCHIVE_URI)")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="output format (default: table)")
+    query.add_argument("--max-width", type=int, default=80, metavar="N",
+                       help="table format: cut cells longer than N characters (0: never)")
+    query.set_defaults(func=_query)
 
     from callrec import simulator
 

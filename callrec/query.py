@@ -1,0 +1,298 @@
+"""``callrec query "SQL"``: DuckDB over the ``calls``, ``segments`` and ``metrics`` tables.
+
+The archive is a local directory (embedded mode, or a copy of the bucket) or
+``s3://bucket/prefix`` (S3, MinIO). Each table is a view over
+``tables/<table>/date=YYYY-MM-DD/*.parquet`` with the Hive partition column
+``date`` (a DATE):
+
+- **Local directory**: DuckDB's own ``read_parquet`` (``hive_partitioning``,
+  ``union_by_name``, so files written by older schema versions still read).
+- **S3**: a pyarrow dataset on ``pyarrow.fs.S3FileSystem``, registered in
+  DuckDB, which scans it with projection and filter pushdown. DuckDB's httpfs
+  extension would be the other way, but extensions are downloaded at run time
+  and the wheel does not bundle httpfs; pyarrow's S3 client ships in the wheel,
+  so ``callrec query`` works offline and in air-gapped clusters alike. The
+  dataset's schema is the table's current schema (``schemas.tables``): columns
+  added later read as null from older files.
+
+The ``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive
+root joined with the row's ``recording_key`` / ``manifest_key``, so the links
+follow the archive wherever it is queried from.
+
+Times are shown in UTC. Output: an aligned text table (long cells cut to
+``max_width``), CSV (RFC 4180, header row) or JSON (an array of objects).
+docs/analytics.md has example queries.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from schemas.tables import PARTITION_COLUMN, TABLES
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from callrec.settings import ArchiveSettings
+
+OutputFormat = Literal["table", "csv", "json"]
+FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
+
+
+class QueryError(Exception):
+    """The SQL failed, or the archive could not be opened; the message says which."""
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _full_schema(table: str) -> pa.Schema:
+    schema = TABLES[table].schema
+    return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
+
+
+def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views ``calls``, ``segments`` and ``metrics``.
+
+    ``archive_uri``: a directory, ``file:///dir`` or ``s3://bucket/prefix``;
+    ``settings`` gives the S3 endpoint and credentials (unset: AWS defaults).
+    """
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    parts = urlsplit(archive_uri)
+    if parts.scheme == "s3":
+        _attach_s3(con, parts.netloc, parts.path.strip("/"), settings)
+        root = archive_uri.rstrip("/")
+    elif parts.scheme in ("", "file"):
+        path = Path(parts.path if parts.scheme == "file" else archive_uri).expanduser()
+        if not path.is_dir():
+            raise QueryError(f"archive directory {path} does not exist")
+        _attach_local(con, path.resolve())
+        root = str(path.resolve())
+    else:
+        raise QueryError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
+    _add_uris(con, root)
+    return con
+
+
+def _attach_local(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    for name in TABLES:
+        folder = root / "tables" / name
+        if any(folder.glob(f"{PARTITION_COLUMN}=*/*.parquet")):
+            pattern = str(folder / f"{PARTITION_COLUMN}=*" / "*.parquet")
+            con.execute(
+                f"CREATE VIEW {name}_files AS SELECT * FROM read_parquet({_quote(pattern)}, "
+                f"hive_partitioning = true, union_by_name = true, "
+                f"hive_types = {{'{PARTITION_COLUMN}': DATE}})"
+            )
+        else:
+            _register_empty(con, name)
+
+
+def _register_empty(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    empty = _full_schema(name).empty_table()
+    con.register(f"{name}_arrow", empty)
+    con.execute(f"CREATE VIEW {name}_files AS SELECT * FROM {name}_arrow")
+
+
+def s3_filesystem(settings: ArchiveSettings | None) -> Any:
+    """pyarrow's S3 filesystem for the archive settings (MinIO: path-style, http or https)."""
+    from pyarrow import fs
+
+    options: dict[str, Any] = {}
+    if settings is not None:
+        if settings.s3_endpoint_url:
+            endpoint = urlsplit(settings.s3_endpoint_url)
+            options["endpoint_override"] = endpoint.netloc or endpoint.path
+            options["scheme"] = endpoint.scheme or "https"
+        options["region"] = settings.s3_region
+        if settings.s3_access_key_id is not None and settings.s3_secret_access_key is not None:
+            options["access_key"] = settings.s3_access_key_id.get_secret_value()
+            options["secret_key"] = settings.s3_secret_access_key.get_secret_value()
+    return fs.S3FileSystem(**options)
+
+
+def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
+               settings: ArchiveSettings | None) -> None:
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    if not bucket:
+        raise QueryError("s3:// URI without a bucket")
+    s3 = s3_filesystem(settings)
+    base = f"{bucket}/{prefix}/tables" if prefix else f"{bucket}/tables"
+    for name in TABLES:
+        schema = _full_schema(name)
+        try:
+            infos = s3.get_file_info(fs.FileSelector(f"{base}/{name}", recursive=True,
+                                                     allow_not_found=True))
+        except OSError as exc:
+            raise QueryError(f"cannot list s3://{base}/{name}: {exc}") from None
+        files = sorted(
+            i.path for i in infos
+            if i.type == fs.FileType.File and i.path.endswith(".parquet")
+            and not i.base_name.startswith((".", "_"))
+        )
+        if not files:
+            _register_empty(con, name)
+            continue
+        dataset = ds.dataset(
+            files,
+            schema=schema,
+            format="parquet",
+            filesystem=s3,
+            partitioning=ds.partitioning(pa.schema([schema.field(PARTITION_COLUMN)]),
+                                         flavor="hive"),
+            partition_base_dir=f"{base}/{name}",
+        )
+        con.register(f"{name}_arrow", dataset)
+        con.execute(f"CREATE VIEW {name}_files AS SELECT * FROM {name}_arrow")
+
+
+def _add_uris(con: duckdb.DuckDBPyConnection, root: str) -> None:
+    """The public views; ``calls`` gains absolute URIs derived from its relative keys."""
+    for name in TABLES:
+        select = "*"
+        if name == "calls":
+            columns = {row[0] for row in con.execute("DESCRIBE calls_files").fetchall()}
+            prefix = _quote(root + "/")
+            derived, replaced = [], []
+            for key, uri in (("recording_key", "recording_uri"), ("manifest_key", "manifest_uri")):
+                if key not in columns:
+                    continue
+                if uri in columns:  # files of an older layout stored the URI itself
+                    replaced.append(uri)
+                    derived.append(f"coalesce({uri}, {prefix} || {key}) AS {uri}")
+                else:
+                    derived.append(f"{prefix} || {key} AS {uri}")
+            exclude = f" EXCLUDE ({', '.join(replaced)})" if replaced else ""
+            select = ", ".join([f"*{exclude}", *derived])
+        con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {name}_files")
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows of ``sql``; :class:`QueryError` with DuckDB's message if it fails."""
+    import duckdb
+
+    try:
+        relation = con.sql(sql)
+        if relation is None:  # a statement without a result (SET, CREATE...)
+            return [], []
+        # Through Arrow: DuckDB's own row conversion needs pytz for TIMESTAMPTZ.
+        table = relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from None
+    columns = list(table.column_names)
+    values = [column.to_pylist() for column in table.columns]  # keeps duplicate names
+    return columns, list(zip(*values, strict=True)) if values else []
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON has it: times as ISO-8601, decimals as floats, lists and maps kept."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # intervals, UUIDs...
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(_plain(value), ensure_ascii=False)
+    plain = _plain(value)
+    return plain if isinstance(plain, str) else str(plain)
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 80
+                 ) -> str:
+    """An aligned text table, numbers right-aligned, with a row count."""
+    def cut(text: str) -> str:
+        text = " ".join(text.splitlines())
+        return text if max_width <= 0 or len(text) <= max_width else text[: max_width - 1] + "…"
+
+    cells = [[cut(_cell(v)) for v in row] for row in rows]
+    numeric = [
+        all(isinstance(row[i], int | float | decimal.Decimal) and not isinstance(row[i], bool)
+            for row in rows if row[i] is not None)
+        for i in range(len(columns))
+    ]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = (v.rjust(w) if num else v.ljust(w)
+                  for v, w, num in zip(values, widths, numeric, strict=True))
+        return "  ".join(padded).rstrip()
+
+    out = [line(list(columns)), "  ".join("-" * w for w in widths)]
+    out.extend(line(r) for r in cells)
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out) + "\n"
+
+
+def format_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """CSV with a header row; NULL is an empty field, lists are JSON."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else _cell(v) for v in row])
+    return buffer.getvalue()
+
+
+def format_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A JSON array with one object per row."""
+    records = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+    return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: OutputFormat = "table",
+           max_width: int = 80) -> str:
+    if fmt == "table":
+        return format_table(columns, rows, max_width)
+    if fmt == "csv":
+        return format_csv(columns, rows)
+    return format_json(columns, rows)
+
+
+def query(archive_uri: str, sql: str, fmt: OutputFormat = "table",
+          settings: ArchiveSettings | None = None, max_width: int = 80) -> str:
+    """Run ``sql`` against the archive's tables and render the result."""
+    con = connect(archive_uri, settings)
+    try:
+        columns, rows = run(con, sql)
+    finally:
+        con.close()
+    return render(columns, rows, fmt, max_width)

@@ -1,0 +1,122 @@
+"""``callrec up``: ingest, recorder and analyzer in one process, no broker, no S3.
+
+The same services as the distributed deployment, wired to the local bus
+(``callrec.bus.local``) instead of Kafka and to a directory (``LocalStore``)
+instead of S3 unless ``CALLREC_ARCHIVE_URI`` names one::
+
+    <data dir>/bus/<topic>/...          the local log (durable, replayed on restart)
+    <data dir>/archive/recordings/...   WAV, manifest, transcript
+    <data dir>/archive/tables/...       Parquet tables (callrec query reads them)
+    <data dir>/spill/...                the recorder's open tracks
+
+Crash recovery is the distributed design's: whatever ingest acknowledged is in
+the local log; on restart the recorder replays from its committed offset, and
+recordings whose streams were open when the process died are archived as
+incomplete from the audio received, with the reason "callrec restarted before
+the stream ended".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import IO
+
+from callrec.bus.local import LocalBus, LocalConsumer, LocalProducer, LocalPublisher
+from callrec.settings import UpSettings
+from ingest.server import IngestServer
+from workers.analyzer.service import AnalyzerService
+from workers.analyzer.transcribe import WhisperTranscriber
+from workers.recorder.service import RecorderService
+from workers.store import LocalStore, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class DataDirInUseError(Exception):
+    """Another ``callrec up`` already runs on this data directory."""
+
+
+class Embedded:
+    """The services of one ``callrec up`` process and their shared resources."""
+
+    def __init__(self, settings: UpSettings) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.up_data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.data_dir)
+        self.bus = LocalBus(self.data_dir / "bus")
+        self.store: ObjectStore = (
+            settings.open_store() if "CALLREC_ARCHIVE_URI" in os.environ
+            else LocalStore(self.data_dir / "archive")
+        )
+        self.ingest = IngestServer(
+            settings, publisher=LocalPublisher(self.bus, settings.kafka_media_topic)
+        )
+        self.recorder = RecorderService(
+            consumer=LocalConsumer(self.bus, settings.recorder_group_id),
+            producer=LocalProducer(self.bus),
+            store=self.store,
+            media_topic=settings.kafka_media_topic,
+            recordings_topic=settings.kafka_recordings_topic,
+            spill_dir=self.data_dir / "spill",
+            make_assembler=RecorderService.assembler_factory(settings),
+            grace_ms=settings.recorder_grace_ms,
+            idle_timeout_s=settings.recorder_idle_timeout_s,
+            commit_interval_s=settings.recorder_commit_interval_s,
+            cut_open_on_restart=True,
+        )
+        self.analyzer: AnalyzerService | None = None
+        """Built in :meth:`run`: loading the whisper model takes a few seconds."""
+
+    @property
+    def archive_uri(self) -> str:
+        return self.store.uri("")
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Serve until ``stop``; then drain ingest, and stop the workers after it."""
+        await asyncio.to_thread(self.store.check)
+        settings = self.settings
+        transcriber = await asyncio.to_thread(WhisperTranscriber, settings.transcriber_config())
+        self.analyzer = AnalyzerService(
+            consumer=LocalConsumer(self.bus, settings.analyzer_group_id),
+            store=self.store,
+            transcriber=transcriber,
+            config=settings.analysis_config(),
+            recordings_topic=settings.kafka_recordings_topic,
+            max_attempts=settings.analyzer_max_attempts,
+            shutdown_grace_s=settings.analyzer_shutdown_grace_s,
+        )
+        workers_stop = asyncio.Event()
+        tasks = [asyncio.create_task(self.recorder.run(workers_stop)),
+                 asyncio.create_task(self.analyzer.run(workers_stop))]
+        try:
+            await self.ingest.start()
+            if ready is not None:
+                ready.set()
+            # Until asked to stop, or until a worker ends (it failed: stop everything).
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            await self.ingest.drain()
+        finally:
+            workers_stop.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            self.bus.close()
+            self._lock.close()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+def _lock(data_dir: Path) -> IO[str]:
+    handle = (data_dir / ".lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirInUseError(f"another callrec up uses {data_dir}") from None
+    return handle

@@ -1,0 +1,298 @@
+"""``callrec analyzer`` end to end, with the real model, Kafka and MinIO:
+simulate -> ingest -> Kafka -> recorder -> MinIO + callrec.recordings -> analyzer -> MinIO,
+then ``callrec query`` over the bucket.
+
+The calls: jfk.flac (word error rate), stereo_diarization.wav (each sentence on
+its own channel), espeak-ng utterances placed at known offsets (talk, silence
+and overtalk against the truth), and a call of digital silence (no text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from callrec import simulator
+from callrec.audio import encode_pcm
+from callrec.cli import main
+from callrec.settings import AnalyzerSettings
+from deploy.local import stack
+from schemas import envelope
+from schemas.codecs import L16_24K
+from tests.analyzerutil import ms, place, speak, word_error_rate
+from tests.integration.conftest import create_topics
+from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
+from tests.integration.recorderutil import new_bucket, recorder_settings, running_recorder, s3_store
+from workers.analyzer.analysis import analyze_recording, event_from_manifest, load_manifest
+from workers.analyzer.service import AnalyzerService
+from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber
+from workers.parquet import read_parquet
+from workers.store import S3Store
+
+JFK = ("And so my fellow Americans, ask not what your country can do for you, ask what you can "
+       "do for your country.")
+LEFT = ("He began a confused complaint against the wizard, who had vanished behind the curtain "
+        "on the left.")
+RIGHT = "The horizon seems extremely distant."
+RATE = L16_24K.sample_rate
+TOLERANCE_MS = 100
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Iterator[WhisperTranscriber]:
+    """The bundled tiny.en, loaded once; the hub is never reached."""
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield WhisperTranscriber(TranscriberConfig(cpu_threads=2))
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def analyzer_settings(kafka: stack.KafkaServer, minio: stack.MinioServer, recordings_topic: str,
+                      bucket: str, **overrides: Any) -> AnalyzerSettings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap": kafka.bootstrap,
+        "kafka_recordings_topic": recordings_topic,
+        "archive_uri": f"s3://{bucket}",
+        "s3_endpoint_url": minio.endpoint,
+        "s3_access_key_id": minio.access_key,
+        "s3_secret_access_key": minio.secret_key,
+        "analyzer_group_id": f"analyzer-{uuid.uuid4().hex[:8]}",
+        "analyzer_cpu_threads": 2,
+    }
+    values.update(overrides)
+    return AnalyzerSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_analyzer(settings: AnalyzerSettings, transcriber: WhisperTranscriber
+                           ) -> AsyncIterator[AnalyzerService]:
+    store = settings.open_store()
+    await asyncio.to_thread(store.check)
+    service = AnalyzerService.from_settings(settings, store, transcriber)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while not service.ready:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+        yield service
+    finally:
+        stop.set()
+        await task
+
+
+async def wait_for_transcripts(store: S3Store, count: int, timeout: float = 180) -> list[str]:
+    async with asyncio.timeout(timeout):
+        while True:
+            keys = [k for k in await asyncio.to_thread(store.list_keys, "recordings/")
+                    if k.endswith("/transcript.json")]
+            if len(keys) >= count:
+                return keys
+            await asyncio.sleep(0.3)
+
+
+async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def metric(name: str, **labels: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def espeak_call() -> tuple[simulator.SimulatedCall, dict[str, float]]:
+    """Two parties, speech at known offsets with 0.5 s of overtalk, and the truth."""
+    first = speak("the quarterly report is ready for review")
+    second = speak("please send me the final numbers today")
+    third = speak("thank you very much")
+    length = 8000
+    inbound = place(length, RATE, [(500, first), (5500, third)])
+    outbound = place(length, RATE, [(2200, second)])
+    spans = {"inbound": [(500, 500 + ms(first)), (5500, 5500 + ms(third))],
+             "outbound": [(2200, 2200 + ms(second))]}
+    overtalk = max(0.0, min(spans["inbound"][0][1], spans["outbound"][0][1]) - 2200)
+    talk_in = sum(e - s for s, e in spans["inbound"])
+    talk_out = sum(e - s for s, e in spans["outbound"])
+    truth = {"inbound": talk_in, "outbound": talk_out, "overtalk": overtalk,
+             "call": talk_in + talk_out - overtalk,
+             "silence": length - (talk_in + talk_out - overtalk)}
+    assert truth["overtalk"] > 300, "the utterances overlap"
+    tracks = {"inbound": encode_pcm(inbound, L16_24K), "outbound": encode_pcm(outbound, L16_24K)}
+    return simulator.SimulatedCall("espeak-1", tracks, "both"), truth
+
+
+def table_rows(store: S3Store, table: str, rec_id: str) -> list[dict[str, Any]]:
+    [key] = [k for k in store.list_keys(f"tables/{table}/") if k.endswith(f"/{rec_id}.parquet")]
+    rows: list[dict[str, Any]] = read_parquet(store.get_bytes(key)).to_pylist()
+    return rows
+
+
+async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_queryable(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, media_topic: str, data_dir: Path,
+    tmp_path: Path, transcriber: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket = new_bucket(minio)
+    store = s3_store(minio, bucket)
+    recorder = recorder_settings(kafka, minio, media_topic, bucket, str(tmp_path / "spill"))
+    await create_topics(kafka.bootstrap, recorder.kafka_recordings_topic, partitions=2)
+    analyzer = analyzer_settings(kafka, minio, recorder.kafka_recordings_topic, bucket,
+                                 analyzer_max_attempts=1)
+
+    [jfk] = simulator.build_calls(data_dir / "jfk.flac", channel="inbound", call_id_prefix="jfk")
+    [stereo] = simulator.build_calls(data_dir / "stereo_diarization.wav", call_id_prefix="stereo")
+    talk, truth = espeak_call()
+    quiet = bytes(RATE * 2 * 5)  # 5 s of digital silence per track
+    silence = simulator.SimulatedCall("silence-1", {"inbound": quiet, "outbound": quiet}, "both")
+    calls = [jfk, stereo, talk, silence]
+    analyzed_before = metric("callrec_analyzer_recordings_total", outcome="analyzed")
+    failures_before = {r: metric("callrec_analyzer_failures_total", reason=r)
+                       for r in ("bad_record", "not_found")}
+    # Poison ahead of the real events, in their partitions (same keys): skipped, not blocking.
+    await publish(kafka.bootstrap, analyzer.kafka_recordings_topic, [
+        (b"jfk-1", b"not an envelope"),
+        (b"stereo-1", envelope.encode(envelope.RecordingFinished(
+            call_id="ghost", part=0, recording_id="ghost-0", wav_uri="", manifest_uri="",
+            tracks=["inbound"], codec="L16/24000", start_ns=0, duration_ms=0, complete=True,
+            reason="", wav_sha256=""))),
+    ])
+
+    async with (running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
+                running_recorder(recorder), running_analyzer(analyzer, transcriber)):
+        for call in calls:
+            report = await simulator.stream_call(stream_url(ingest, None), call, realtime=False,
+                                                 token=TOKEN)
+            assert report.completed
+        keys = await wait_for_transcripts(store, len(calls))
+    assert len(keys) == len(calls)
+    assert metric("callrec_analyzer_recordings_total", outcome="analyzed") - analyzed_before == 4
+    assert {r: metric("callrec_analyzer_failures_total", reason=r) - n
+            for r, n in failures_before.items()} == {"bad_record": 1, "not_found": 1}
+    assert prometheus_client.REGISTRY.get_sample_value(
+        "callrec_analyzer_transcription_rtf_count") >= 4
+
+    # jfk.flac: word error rate against the reference.
+    jfk_segments = table_rows(store, "segments", "jfk-1-0")
+    assert {s["track"] for s in jfk_segments} == {"inbound"}
+    jfk_text = " ".join(s["text"] for s in sorted(jfk_segments, key=lambda s: s["start_ms"]))
+    wer = word_error_rate(JFK, jfk_text)
+    with capsys.disabled():
+        print(f"\njfk WER {wer:.3f}: {jfk_text!r}")
+    assert wer <= 0.15, jfk_text
+    assert all(s["speaker"] == "caller" and 0 < s["confidence"] <= 1 for s in jfk_segments)
+
+    # stereo_diarization.wav: the left sentence is inbound (caller), the right outbound (agent).
+    stereo_rows = table_rows(store, "segments", "stereo-1-0")
+    by_track = {t: " ".join(s["text"] for s in stereo_rows if s["track"] == t)
+                for t in ("inbound", "outbound")}
+    with capsys.disabled():
+        print(f"stereo: {by_track}")
+    assert word_error_rate(LEFT, by_track["inbound"]) <= 0.25, by_track
+    assert word_error_rate(RIGHT, by_track["outbound"]) <= 0.25, by_track
+    assert "wizard" in by_track["inbound"].lower() and "wizard" not in by_track["outbound"].lower()
+    assert "horizon" in by_track["outbound"].lower()
+    assert "horizon" not in by_track["inbound"].lower()
+    assert {s["speaker"] for s in stereo_rows if s["track"] == "outbound"} == {"agent"}
+
+    # espeak-ng speech at known offsets: talk, silence and overtalk against the truth.
+    measured = {m["track"]: m for m in table_rows(store, "metrics", "espeak-1-0")}
+    errors = {
+        "inbound talk": measured["inbound"]["talk_ms"] - truth["inbound"],
+        "outbound talk": measured["outbound"]["talk_ms"] - truth["outbound"],
+        "call talk": measured["call"]["talk_ms"] - truth["call"],
+        "silence": measured["call"]["silence_ms"] - truth["silence"],
+        "overtalk": measured["call"]["overtalk_ms"] - truth["overtalk"],
+    }
+    with capsys.disabled():
+        print(f"espeak truth {truth}; errors (ms) {errors}")
+    assert all(abs(e) <= TOLERANCE_MS for e in errors.values()), errors
+    assert measured["outbound"]["interruptions"] == 1 and measured["inbound"]["interruptions"] == 0
+    espeak_segments = table_rows(store, "segments", "espeak-1-0")
+    assert {s["track"] for s in espeak_segments} == {"inbound", "outbound"}
+
+    # Digital silence: no text at all.
+    assert store.list_keys("tables/segments/") and not [
+        k for k in store.list_keys("tables/segments/") if k.endswith("/silence-1-0.parquet")
+        and read_parquet(store.get_bytes(k)).num_rows
+    ]
+    doc = json.loads(store.get_bytes("recordings/silence-1-0/transcript.json"))
+    assert doc["segments"] == [] and all(t["text"] == "" for t in doc["tracks"])
+    silent = {m["track"]: m for m in table_rows(store, "metrics", "silence-1-0")}
+    assert silent["call"]["talk_ms"] == 0 and silent["call"]["silence_ms"] == 5000
+    assert silent["call"]["rms_dbfs"] is None
+
+    # callrec query over the bucket.
+    for name, value in (("ARCHIVE_URI", f"s3://{bucket}"), ("S3_ENDPOINT_URL", minio.endpoint),
+                        ("S3_ACCESS_KEY_ID", minio.access_key),
+                        ("S3_SECRET_ACCESS_KEY", minio.secret_key)):
+        monkeypatch.setenv(f"CALLREC_{name}", value)
+
+    def query(sql: str) -> list[dict[str, Any]]:
+        capsys.readouterr()
+        assert main(["query", "--format", "json", sql]) == 0
+        result: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+        return result
+
+    assert query("SELECT call_id FROM calls ORDER BY call_id") == [
+        {"call_id": c} for c in ("espeak-1", "jfk-1", "silence-1", "stereo-1")
+    ]
+    assert query("SELECT call_id, count(*) AS n FROM segments GROUP BY call_id "
+                 "HAVING call_id = 'silence-1'") == []
+    assert query("SELECT DISTINCT call_id, speaker FROM segments WHERE text ILIKE '%country%'"
+                 ) == [{"call_id": "jfk-1", "speaker": "caller"}]
+    assert query("SELECT track, talk_ms, overtalk_ms FROM metrics WHERE call_id = 'espeak-1' "
+                 "ORDER BY track") == [
+        {"track": t, "talk_ms": measured[t]["talk_ms"], "overtalk_ms": measured[t]["overtalk_ms"]}
+        for t in ("call", "inbound", "outbound")
+    ]
+    [row] = query("SELECT recording_uri FROM calls WHERE call_id = 'jfk-1'")
+    assert row["recording_uri"] == f"s3://{bucket}/recordings/jfk-1-0/audio.wav"
+    counts_before = query("SELECT (SELECT count(*) FROM segments) AS s, "
+                          "(SELECT count(*) FROM metrics) AS m")
+
+    # Idempotent: analysing again writes the same bytes at the same keys, adds no row.
+    before = {k: store.get_bytes(k) for k in store.list_keys("")}
+    for rec_id in ("jfk-1-0", "stereo-1-0", "espeak-1-0", "silence-1-0"):
+        manifest = load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
+        result = await asyncio.to_thread(
+            analyze_recording, store, event_from_manifest(store, manifest), transcriber,
+            analyzer.analysis_config(), force=True)
+        assert not result.skipped
+    after = {k: store.get_bytes(k) for k in store.list_keys("")}
+    assert after == before
+    assert query("SELECT (SELECT count(*) FROM segments) AS s, "
+                 "(SELECT count(*) FROM metrics) AS m") == counts_before
+
+    # A replay of callrec.recordings (a new group from the earliest offset) skips them all.
+    modified = {o["Key"]: o["LastModified"]
+                for o in store.client.list_objects_v2(Bucket=bucket)["Contents"]}
+    skipped = metric("callrec_analyzer_recordings_total", outcome="skipped")
+    replay = analyzer.model_copy(update={"analyzer_group_id": "replay-" + uuid.uuid4().hex[:6]})
+    async with running_analyzer(replay, transcriber):
+        async with asyncio.timeout(60):
+            while metric("callrec_analyzer_recordings_total", outcome="skipped") < skipped + 4:
+                await asyncio.sleep(0.1)
+    assert {o["Key"]: o["LastModified"]
+            for o in store.client.list_objects_v2(Bucket=bucket)["Contents"]} == modified

@@ -1,0 +1,215 @@
+"""``callrec up``: the pipeline in one process, crash recovery, and parity with the
+distributed deployment (Kafka + MinIO) for the same input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callrec import simulator
+from callrec.settings import UpSettings
+from callrec.up import Embedded
+from deploy.local import stack
+from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
+from tests.integration.recorderutil import (
+    load_manifest,
+    new_bucket,
+    recorder_settings,
+    running_recorder,
+    s3_store,
+    wait_for_manifests,
+    wav_channels,
+)
+from tests.integration.test_analyzer import (
+    analyzer_settings,
+    running_analyzer,
+    wait_for_transcripts,
+)
+from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber
+from workers.manifest import decode_manifest
+from workers.parquet import read_parquet
+from workers.store import LocalStore
+
+POD = "ingest-test"
+
+
+def up_settings(data_dir: Path, **overrides: Any) -> UpSettings:
+    values: dict[str, Any] = {
+        "up_data_dir": str(data_dir),
+        "ingest_host": "127.0.0.1",
+        "ingest_port": 0,
+        "ingest_tokens": TOKEN,
+        "ingest_pod_name": POD,
+        "recorder_grace_ms": 300,
+        "recorder_commit_interval_s": 0.2,
+    }
+    values.update(overrides)
+    return UpSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_up(settings: UpSettings) -> AsyncIterator[Embedded]:
+    embedded = Embedded(settings)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(embedded.run(stop, ready))
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.wait([task, asyncio.create_task(ready.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        yield embedded
+    finally:
+        stop.set()
+        await task
+
+
+async def local_manifests(store: LocalStore, count: int, timeout: float = 60) -> list[str]:
+    async with asyncio.timeout(timeout):
+        while True:
+            keys = [k for k in store.list_keys("recordings/") if k.endswith("/manifest.json")]
+            if len(keys) >= count:
+                return keys
+            await asyncio.sleep(0.1)
+
+
+async def local_transcripts(store: LocalStore, count: int, timeout: float = 120) -> list[str]:
+    async with asyncio.timeout(timeout):
+        while True:
+            keys = [k for k in store.list_keys("recordings/") if k.endswith("/transcript.json")]
+            if len(keys) >= count:
+                return keys
+            await asyncio.sleep(0.2)
+
+
+async def test_up_records_a_stereo_call_sample_identical(data_dir: Path, tmp_path: Path) -> None:
+    [call] = simulator.build_calls(data_dir / "stereo_diarization.wav", layout="oneway",
+                                   call_id_prefix="up")
+    async with running_up(up_settings(tmp_path / "data")) as up:
+        url = f"ws://127.0.0.1:{up.ingest.port}/v1/stream"
+        report = await simulator.stream_call(url, call, realtime=False, token=TOKEN)
+        assert report.completed
+        store = LocalStore(tmp_path / "data" / "archive")
+        [key] = await local_manifests(store, 1)
+    manifest = decode_manifest(store.get_bytes(key))
+    assert manifest.complete
+    _, channels = wav_channels(store.get_bytes(key.replace("manifest.json", "audio.wav")))
+    assert channels == [call.tracks["inbound"], call.tracks["outbound"]]
+
+
+def start_up(data: Path) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "CALLREC_UP_DATA_DIR": str(data), "CALLREC_INGEST_PORT": "0",
+           "CALLREC_INGEST_HOST": "127.0.0.1", "CALLREC_INGEST_TOKENS": TOKEN,
+           "CALLREC_RECORDER_GRACE_MS": "300"}
+    proc = subprocess.Popen([sys.executable, "-m", "callrec.cli", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if match := re.search(r"ws://<host>:(\d+)/", line):
+            return proc, int(match.group(1))
+    raise AssertionError(f"callrec up exited with {proc.wait()}")
+
+
+async def test_kill_9_mid_call_then_restart_archives_the_audio_received_as_incomplete(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    [call] = simulator.build_calls(data_dir / "stereo_diarization.wav", layout="both",
+                                   call_id_prefix="cut")
+    proc, port = await asyncio.to_thread(start_up, data)
+    try:
+        url = f"ws://127.0.0.1:{port}/v1/stream"
+        streaming = asyncio.create_task(
+            simulator.stream_call(url, call, realtime=True, token=TOKEN))
+        await asyncio.sleep(2.5)  # half the call
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait)
+        report = await streaming
+        assert not report.completed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        proc.wait()
+
+    proc, _ = await asyncio.to_thread(start_up, data)
+    try:
+        store = LocalStore(data / "archive")
+        [key] = await local_manifests(store, 1, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    manifest = decode_manifest(store.get_bytes(key))
+    assert not manifest.complete
+    assert "callrec restarted before the stream ended" in manifest.reason
+    _, channels = wav_channels(store.get_bytes(key.replace("manifest.json", "audio.wav")))
+    received = len(channels[0])
+    assert 1.0 <= received / 48000 <= 4.0, "about half of the 5 s call was received"
+    assert channels[0] == call.tracks["inbound"][:received]
+    assert channels[1] == call.tracks["outbound"][:received]
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperTranscriber:
+    return WhisperTranscriber(TranscriberConfig(cpu_threads=2))
+
+
+async def test_both_backends_write_the_same_bytes_checksums_and_rows(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, media_topic: str, data_dir: Path,
+    tmp_path: Path, whisper: WhisperTranscriber,
+) -> None:
+    calls = simulator.build_calls(data_dir / "stereo_diarization.wav", calls=2, layout="oneway",
+                                  call_id_prefix="parity")
+    wavix_time = time.time() - 3600  # the same Wavix event times on both runs
+
+    async def send(url: str) -> None:
+        for call in calls:
+            report = await simulator.stream_call(url, call, realtime=False, token=TOKEN,
+                                                 started_at=wavix_time)
+            assert report.completed
+
+    async with running_up(up_settings(tmp_path / "data")) as up:
+        await send(f"ws://127.0.0.1:{up.ingest.port}/v1/stream")
+        local = LocalStore(tmp_path / "data" / "archive")
+        local_keys = await local_manifests(local, len(calls))
+        await local_transcripts(local, len(calls))
+
+    bucket = new_bucket(minio)
+    remote = s3_store(minio, bucket)
+    settings = recorder_settings(kafka, minio, media_topic, bucket, str(tmp_path / "spill"))
+    analysis = analyzer_settings(kafka, minio, settings.kafka_recordings_topic, bucket)
+    async with (running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
+                running_recorder(settings), running_analyzer(analysis, whisper)):
+        await send(stream_url(ingest, None))
+        remote_keys = await wait_for_manifests(remote, len(calls))
+        transcripts = await wait_for_transcripts(remote, len(calls))
+
+    assert sorted(local_keys) == sorted(remote_keys)
+    for key in transcripts:
+        assert local.get_bytes(key) == remote.get_bytes(key), key
+    for key in local_keys:
+        here, there = decode_manifest(local.get_bytes(key)), load_manifest(remote, key)
+        assert here.objects == there.objects, "same keys, sizes and sha256 for every object"
+        for obj in here.objects:
+            assert local.get_bytes(obj.key) == remote.get_bytes(obj.key)
+    local_rows = [read_parquet(local.get_bytes(k)).to_pylist()
+                  for k in local.list_keys("tables/")]
+    remote_rows = [read_parquet(remote.get_bytes(k)).to_pylist()
+                   for k in remote.list_keys("tables/")]
+    assert len(local_rows) == 3 * len(calls), "calls, segments and metrics per recording"
+    assert local_rows == remote_rows
+    assert any(row.get("text") for rows in local_rows for row in rows), "speech transcribed"

@@ -1,0 +1,198 @@
+"""analyze_recording and backfill on a local archive, with a fake transcriber (no model)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from callrec.audio import encode_pcm
+from schemas.codecs import PCMU_8K
+from tests.analyzerutil import START_NS, FakeTranscriber, archive_call, pcm
+from tests.unit.test_callmetrics import track
+from workers.analyzer.analysis import (
+    AnalysisConfig,
+    AudioFormatError,
+    RecordingNotFoundError,
+    analyze_recording,
+    snap_to_talk,
+)
+from workers.analyzer.backfill import archived_recordings, backfill
+from workers.analyzer.transcribe import Segment, Word, split_at_pauses
+from workers.parquet import read_parquet
+from workers.store import LocalStore
+
+RATE = 24000
+CONFIG = AnalysisConfig()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    store = LocalStore(tmp_path / "archive")
+    store.check()
+    return store
+
+
+def two_party(store: LocalStore, tmp_path: Path, call_id: str = "call-a", **kw: int):  # type: ignore[no-untyped-def]
+    inbound = track(6000, (500, 2500), rate=RATE)
+    outbound = track(6000, (2000, 4000), rate=RATE)
+    return archive_call(store, call_id, {"inbound": pcm(inbound), "outbound": pcm(outbound)},
+                        tmp_path, **kw)
+
+
+def objects(store: LocalStore) -> dict[str, bytes]:
+    return {k: store.get_bytes(k) for k in store.list_keys("")}
+
+
+def test_rows_transcript_and_metrics_of_a_two_party_call(store: LocalStore,
+                                                         tmp_path: Path) -> None:
+    event = two_party(store, tmp_path)
+    result = analyze_recording(store, event, FakeTranscriber(), CONFIG)
+    assert not result.skipped and result.audio_seconds == 12.0
+    assert result.keys == (
+        "tables/segments/date=2025-11-24/call-a-0.parquet",
+        "tables/metrics/date=2025-11-24/call-a-0.parquet",
+        "recordings/call-a-0/transcript.json",
+    )
+    segments = read_parquet(store.get_bytes(result.keys[0])).to_pylist()
+    got = [(s["track"], s["speaker"], s["start_ms"], s["end_ms"], s["text"]) for s in segments]
+    assert got == [
+        ("inbound", "caller", 500, 2500, "hello there"),
+        ("outbound", "agent", 2000, 4000, "hello there"),
+    ]
+    metrics = {m["track"]: m for m in read_parquet(store.get_bytes(result.keys[1])).to_pylist()}
+    assert set(metrics) == {"inbound", "outbound", "call"}
+    assert (metrics["inbound"]["talk_ms"], metrics["inbound"]["silence_ms"]) == (2000, 4000)
+    assert metrics["outbound"]["interruptions"] == 1
+    call = metrics["call"]
+    assert (call["talk_ms"], call["silence_ms"], call["overtalk_ms"]) == (3500, 2500, 500)
+    assert metrics["inbound"]["words_per_minute"] == 60.0  # 2 words in 2 s
+    assert call["rms_dbfs"] is not None and call["clipping_ratio"] == 0.0
+    assert call["jitter_ms"] is None
+    doc = msgspec.json.decode(store.get_bytes(result.keys[2]))
+    assert doc["analysis"]["transcriber"] == {"model": "fake", "text": "hello there"}
+    assert [s["track"] for s in doc["segments"]] == ["inbound", "outbound"]
+    assert doc["tracks"][0]["talk"] == [[500, 2500]]
+    assert doc["wav_sha256"] == event.wav_sha256
+
+
+def test_analysing_twice_writes_the_same_bytes_and_a_replay_is_skipped(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    event = two_party(store, tmp_path)
+    fake = FakeTranscriber()
+    analyze_recording(store, event, fake, CONFIG)
+    first = objects(store)
+    assert analyze_recording(store, event, fake, CONFIG, force=True).keys
+    assert objects(store) == first
+    assert analyze_recording(store, event, fake, CONFIG).skipped
+    assert fake.calls == 4, "two tracks, twice; the replay did not transcribe"
+    changed = FakeTranscriber("another model")
+    assert not analyze_recording(store, event, changed, CONFIG).skipped
+
+
+def test_a_tampered_wav_or_a_missing_recording_is_refused(store: LocalStore,
+                                                          tmp_path: Path) -> None:
+    event = two_party(store, tmp_path)
+    wav = bytearray(store.get_bytes("recordings/call-a-0/audio.wav"))
+    wav[-1] ^= 1
+    store.put_bytes("recordings/call-a-0/audio.wav", bytes(wav), "audio/wav")
+    with pytest.raises(AudioFormatError, match="sha256"):
+        analyze_recording(store, event, FakeTranscriber(), CONFIG)
+    missing = msgspec.structs.replace(event, recording_id="nope-0")
+    with pytest.raises(RecordingNotFoundError):
+        analyze_recording(store, missing, FakeTranscriber(), CONFIG)
+
+
+def test_g711_mono_recording(store: LocalStore, tmp_path: Path) -> None:
+    loud = np.full(8000, 32767, dtype=np.int16)  # 1 s clipped
+    audio = np.concatenate([np.zeros(8000, np.int16), loud])
+    event = archive_call(store, "mulaw", {"inbound": encode_pcm(audio, PCMU_8K)}, tmp_path,
+                         codec=PCMU_8K)
+    result = analyze_recording(store, event, FakeTranscriber(), CONFIG)
+    rows = {m["track"]: m for m in read_parquet(store.get_bytes(result.keys[1])).to_pylist()}
+    assert set(rows) == {"inbound", "call"}
+    assert rows["inbound"]["talk_ms"] == 1000 and rows["inbound"]["clipping_ratio"] == 0.5
+    assert rows["call"]["overtalk_ms"] == 0
+
+
+def test_speaker_labels_are_configurable(store: LocalStore, tmp_path: Path) -> None:
+    event = two_party(store, tmp_path)
+    config = AnalysisConfig(speaker_labels={"inbound": "customer"})
+    result = analyze_recording(store, event, FakeTranscriber(), config)
+    rows = read_parquet(store.get_bytes(result.keys[0])).to_pylist()
+    assert [r["speaker"] for r in rows] == ["customer", "outbound"]
+
+
+def test_segments_split_at_pauses_and_snap_to_talk() -> None:
+    words = (Word(100, 400, " Hello", 0.9), Word(400, 800, " there.", 0.9),
+             Word(2000, 2300, " Bye", 0.8))
+    first, second = split_at_pauses(words, 0.5, 1000)
+    assert (first.start_ms, first.end_ms, first.text) == (100, 800, "Hello there.")
+    assert [w.text for w in first.words] == ["Hello", "there."]
+    assert (second.start_ms, second.text) == (2000, "Bye")
+    segment = Segment(0, 3000, "x", None)
+    assert snap_to_talk(segment, [(500, 1000), (1500, 2800)]) == Segment(500, 2800, "x", None)
+    assert snap_to_talk(segment, [(4000, 5000)]) == segment
+
+
+def test_backfill_resumes_and_filters_by_date(store: LocalStore, tmp_path: Path) -> None:
+    day = 86_400 * 10**9
+    for i in range(3):
+        two_party(store, tmp_path, f"bf-{i}", start_ns=START_NS + i * day)
+    analyze_recording(store, archive_event(store, "bf-0-0"), FakeTranscriber(), CONFIG)
+    assert archived_recordings(store, dt.date(2025, 11, 25)) == ["bf-1-0", "bf-2-0"]
+    fake = FakeTranscriber()
+    report = backfill(store, fake, CONFIG, progress=False)
+    assert (report.selected, report.analyzed, report.skipped, report.failed) == (3, 2, 1, {})
+    again = backfill(store, fake, CONFIG, progress=False)
+    assert (again.analyzed, again.skipped) == (0, 3)
+    forced = backfill(store, fake, CONFIG, since=dt.date(2025, 11, 26), force=True,
+                      progress=False)
+    assert (forced.selected, forced.analyzed) == (1, 1)
+    store.put_bytes("recordings/bf-2-0/audio.wav", b"RIFF", "audio/wav")
+    broken = backfill(store, FakeTranscriber("new model"), CONFIG, progress=False)
+    assert broken.analyzed == 2 and broken.failed == {"bf-2-0": "bad_audio"}
+
+
+def archive_event(store: LocalStore, rec_id: str):  # type: ignore[no-untyped-def]
+    from workers.analyzer.analysis import event_from_manifest, load_manifest
+
+    return event_from_manifest(
+        store, load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
+    )
+
+
+async def test_the_service_on_the_local_bus_commits_after_writing_and_skips_poison(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """AnalyzerService is bus-agnostic: the local bus of ``callrec up`` drives it too."""
+    import asyncio
+
+    from callrec.bus.local import LocalBus, LocalConsumer, LocalProducer
+    from schemas import envelope
+    from workers.analyzer.service import AnalyzerService
+
+    bus = LocalBus(tmp_path / "bus")
+    producer = LocalProducer(bus)
+    await producer.start()
+    good = two_party(store, tmp_path)
+    ghost = msgspec.structs.replace(good, recording_id="ghost-0")
+    for value in (b"garbage", envelope.encode(ghost), envelope.encode(good)):
+        await producer.send_and_wait("recordings", value, key=b"k")
+    service = AnalyzerService(consumer=LocalConsumer(bus, "analyzer"), store=store,
+                              transcriber=FakeTranscriber(), config=CONFIG,
+                              recordings_topic="recordings", max_attempts=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    async with asyncio.timeout(20):
+        while service.analyzed < 1:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    assert store.exists("recordings/call-a-0/transcript.json")
+    assert bus.log("recordings").committed("analyzer") == 3, "past the poison and the call"
+    bus.close()
