@@ -15,8 +15,11 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 
-# Kafka jars from Maven Central and MinIO from the Go module proxy, cached and idempotent.
+# Kafka jars from Maven Central, MinIO and Helm from the Go module proxy: cached, idempotent.
 .venv/bin/python -m deploy.local.stack install
+.venv/bin/python -m deploy.tools helm
+# espeak-ng makes the speech of the analyzer's timing tests (Debian package; root in CI).
+command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng sox)
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || echo "note: ruff format would reformat some files"
