@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# README command 1: record a demo call end to end on this machine.
+# README command 1: callrec on this machine, in one process, with nothing but Python.
 #
-# Creates .venv, installs callrec, starts the local Kafka + MinIO stack
-# (deploy/local), runs `callrec ingest` and `callrec recorder`, streams the
-# bundled stereo test call through `callrec simulate` as Wavix would, and prints
-# where the WAV and the manifest landed. Services keep running until Ctrl-C, so
-# real Wavix streams can reach ws://HOST:8080/v1/stream?token=demo-token.
+# Creates .venv, installs callrec, starts `callrec up` (ingest + recorder + analyzer
+# on a local bus and a local archive: no Kafka, no S3, no Docker), streams the
+# bundled stereo test call through `callrec simulate` as Wavix would (two oneway
+# streams: caller and agent), then prints where the WAV, the transcript and the
+# manifest are and the result of a `callrec query` over the call. It then keeps
+# serving, so real Wavix streams can reach it; Ctrl-C stops it.
+#
+# Environment: CALLREC_UP_DATA_DIR (default ./callrec-data), CALLREC_INGEST_PORT
+# (default 8080; 0 = any free port), CALLREC_INGEST_TOKENS (default demo-token).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,37 +18,52 @@ python=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
 
-eval "$(.venv/bin/python -m deploy.local.stack start)"
-export CALLREC_ARCHIVE_URI=${CALLREC_ARCHIVE_URI:-s3://callrec}
-export CALLREC_S3_CREATE_BUCKET=true
-export CALLREC_INGEST_TOKENS=${CALLREC_INGEST_TOKENS:-demo-token}
+export CALLREC_UP_DATA_DIR=${CALLREC_UP_DATA_DIR:-$PWD/callrec-data}
 export CALLREC_INGEST_PORT=${CALLREC_INGEST_PORT:-8080}
-export CALLREC_RECORDER_PORT=${CALLREC_RECORDER_PORT:-9091}
+export CALLREC_INGEST_TOKENS=${CALLREC_INGEST_TOKENS:-demo-token}
+export CALLREC_LOG_LEVEL=${CALLREC_LOG_LEVEL:-WARNING}
+token=${CALLREC_INGEST_TOKENS%%,*}
+mkdir -p "$CALLREC_UP_DATA_DIR"
+log="$CALLREC_UP_DATA_DIR/up.log"
 
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-.venv/bin/callrec ingest & pids+=($!)
-.venv/bin/callrec recorder & pids+=($!)
+.venv/bin/callrec up >"$log" 2>&1 &
+up_pid=$!
+trap 'kill "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true' EXIT INT TERM
 
-until curl -fsS "http://127.0.0.1:$CALLREC_INGEST_PORT/readyz" >/dev/null 2>&1; do sleep 0.5; done
-call_id="demo-$(date +%s)"
-.venv/bin/callrec simulate tests/data/stereo_diarization.wav --layout oneway \
-  --url "ws://127.0.0.1:$CALLREC_INGEST_PORT/v1/stream" --token "$CALLREC_INGEST_TOKENS" \
-  --call-id-prefix "$call_id" --fast
+# `callrec up` prints its port once ready (the whisper model loads first).
+port=""
+for _ in $(seq 600); do
+  port=$(sed -n 's/.*ws:\/\/<host>:\([0-9]*\)\/v1\/stream.*/\1/p' "$log" | head -n 1)
+  [ -n "$port" ] && break
+  kill -0 "$up_pid" 2>/dev/null || { cat "$log"; echo "callrec up failed" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$port" ] || { cat "$log"; echo "callrec up did not start" >&2; exit 1; }
 
-.venv/bin/python - "$call_id" <<'PY'
+call="demo-$(date +%Y%m%d-%H%M%S)"
+echo "== Streaming tests/data/stereo_diarization.wav as call ${call}-1 (caller left, agent right)"
+.venv/bin/callrec simulate tests/data/stereo_diarization.wav --layout oneway --fast \
+  --url "ws://127.0.0.1:$port/v1/stream" --token "$token" --call-id-prefix "$call"
+
+.venv/bin/python - "$CALLREC_UP_DATA_DIR/archive" "${call}-1-0" <<'PY'
 import sys, time
-from callrec.settings import RecorderSettings
-store = RecorderSettings().open_store()
-prefix = f"recordings/{sys.argv[1]}"
-deadline = time.monotonic() + 60
-while not (keys := [k for k in store.list_keys(prefix) if k.endswith("manifest.json")]):
+from pathlib import Path
+archive, recording = Path(sys.argv[1]), sys.argv[2]
+done = archive / "recordings" / recording / "transcript.json"
+deadline = time.monotonic() + 180
+while not done.exists():
     if time.monotonic() > deadline:
-        sys.exit("no recording archived within 60 s")
-    time.sleep(0.5)
-for key in store.list_keys(prefix):
-    print("archived:", store.uri(key))
+        sys.exit(f"no transcript for {recording} after 180 s")
+    time.sleep(0.2)
+for name in ("audio.wav", "transcript.json", "manifest.json"):
+    print(f"{name:16} {archive / 'recordings' / recording / name}")
 PY
-echo "Serving: give Wavix stream_url=ws://<this host>:$CALLREC_INGEST_PORT/v1/stream?token=$CALLREC_INGEST_TOKENS (Ctrl-C stops)"
-wait
+
+echo "== callrec query"
+.venv/bin/callrec query --archive "$CALLREC_UP_DATA_DIR/archive" "
+  SELECT c.call_id, c.duration_ms, c.complete, s.speaker, s.start_ms, s.text
+  FROM calls c JOIN segments s USING (recording_id)
+  WHERE c.call_id = '${call}-1' ORDER BY s.start_ms"
+
+echo "== Serving. Give Wavix stream_url=ws://<this host>:$port/v1/stream?token=$token (Ctrl-C stops)"
+wait "$up_pid"
