@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 OPEN_CALLS = Gauge("callrec_recorder_open_calls", "Recordings being assembled or archived")
-RECORDS = Counter("callrec_recorder_records_total", "Kafka records consumed, by kind", ["kind"])
+RECORDS = Counter("callrec_recorder_records_total", "Kafka records consumed")
 BAD_RECORDS = Counter(
     "callrec_recorder_bad_records_total", "Records skipped because they could not be decoded"
 )

@@ -154,7 +154,8 @@ class RecorderService:
                 now = time.monotonic()
                 for tp, messages in batches.items():
                     for message in messages:
-                        self._take(tp, message.offset, message.value)
+                        self._take(tp, message.offset, message.value, now)
+                    metrics.RECORDS.inc(len(messages))
                 self._cut_open_after_replay()
                 self._start_archives(now)
                 if now - last_commit >= self.commit_interval_s:
@@ -184,7 +185,7 @@ class RecorderService:
 
     # -- consuming ---------------------------------------------------------------------
 
-    def _take(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+    def _take(self, tp: TopicPartition, offset: int, value: bytes | None, now: float) -> None:
         try:
             record = envelope.decode(value or b"")
         except EnvelopeError as exc:
@@ -194,9 +195,8 @@ class RecorderService:
             )
             self.tracker.add_nothing(tp.partition, offset)
             return
-        metrics.RECORDS.labels(_KIND[type(record)]).inc()
         late_before = self.tracker.late
-        self.tracker.add(tp.partition, offset, record, time.monotonic())
+        self.tracker.add(tp.partition, offset, record, now)
         if self.tracker.late != late_before:
             metrics.LATE_RECORDS.inc()
             log.warning(
@@ -346,12 +346,3 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions %s assigned", sorted(tp.partition for tp in assigned))
-
-
-_KIND: dict[type, str] = {
-    envelope.MediaChunk: "media",
-    envelope.StreamStarted: "start",
-    envelope.StreamClosed: "close",
-    envelope.MarkReceived: "mark",
-    envelope.RecordingFinished: "recording",
-}
