@@ -69,7 +69,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _recorder(args: argparse.Namespace) -> int:
-    from callrec.probes import ProbeServer
+    from callrec.probes import run_with_probes
     from callrec.settings import RecorderSettings
     from workers.recorder.service import RecorderService
 
@@ -80,12 +80,7 @@ def _recorder(args: argparse.Namespace) -> int:
         store = settings.open_store()
         await asyncio.to_thread(store.check)
         service = RecorderService.from_settings(settings, store)
-        probes = ProbeServer(settings.recorder_host, settings.recorder_port, lambda: service.ready)
-        await probes.start()
-        try:
-            await service.run(stop)
-        finally:
-            await probes.close()
+        await run_with_probes(service, settings.recorder_host, settings.recorder_port, stop)
 
     run_until_signalled(main)
     return 0
@@ -103,7 +98,7 @@ def _analyzer(args: argparse.Namespace) -> int:
         print("callrec analyzer: --since and --force go with --backfill", file=sys.stderr)
         return 2
 
-    from callrec.probes import ProbeServer
+    from callrec.probes import run_with_probes
     from workers.analyzer.service import AnalyzerService
 
     async def main(stop: asyncio.Event) -> None:
@@ -111,12 +106,7 @@ def _analyzer(args: argparse.Namespace) -> int:
         await asyncio.to_thread(store.check)
         transcriber = await asyncio.to_thread(WhisperTranscriber, settings.transcriber_config())
         service = AnalyzerService.from_settings(settings, store, transcriber)
-        probes = ProbeServer(settings.analyzer_host, settings.analyzer_port, lambda: service.ready)
-        await probes.start()
-        try:
-            await service.run(stop)
-        finally:
-            await probes.close()
+        await run_with_probes(service, settings.analyzer_host, settings.analyzer_port, stop)
 
     run_until_signalled(main)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import prometheus_client
 
@@ -61,3 +62,22 @@ class ProbeServer:
             body = prometheus_client.generate_latest()
             return "200 OK", prometheus_client.CONTENT_TYPE_LATEST, body
         return "404 Not Found", text, b"not found\n"
+
+
+class Worker(Protocol):
+    """A worker service: ``run`` until ``stop``; ``ready`` for ``/readyz``."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+async def run_with_probes(worker: Worker, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve the probes and metrics while ``worker`` runs (the worker CLIs' main)."""
+    probes = ProbeServer(host, port, lambda: worker.ready)
+    await probes.start()
+    try:
+        await worker.run(stop)
+    finally:
+        await probes.close()

@@ -21,8 +21,6 @@ the same version.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -30,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from deploy.local import stack
+from deploy.local.stack import cache_dir, install_lock
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ HELM_VERSION = "v3.21.4"
 #: Kubernetes version the chart is rendered and validated for: one that both Helm and
 #: the pinned kubernetes-validate know, and that is in upstream support.
 KUBE_VERSION = "1.34.0"
-
-_LOCK_NAME = ".install.lock"  # the same lock file as deploy/local/stack.py
 
 
 class ToolError(Exception):
@@ -57,14 +55,6 @@ class InstallError(ToolError):
     """``go install`` failed."""
 
 
-def cache_dir() -> Path:
-    """``$CALLREC_CACHE_DIR`` or ``~/.cache/callrec`` (as in deploy/local/stack.py)."""
-    configured = os.environ.get("CALLREC_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser().resolve()
-    return Path.home() / ".cache" / "callrec"
-
-
 def helm_binary() -> Path:
     """Path of the pinned Helm executable (it may not exist yet)."""
     return cache_dir() / "helm" / HELM_VERSION / "helm"
@@ -75,28 +65,11 @@ def helm_installed() -> bool:
 
 
 def go_env() -> dict[str, str]:
-    """Environment for ``go`` with its caches under the cache dir."""
-    go_root = cache_dir() / "go"
-    env = dict(os.environ)
-    env.setdefault("GOMODCACHE", str(go_root / "mod"))
-    env.setdefault("GOCACHE", str(go_root / "build"))
-    env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -modcacherw").strip()
-    env.setdefault("GOTOOLCHAIN", "local")
-    # Helm's CLI needs no cgo; a static binary runs in any container as well.
+    """stack.py's Go environment (caches under the cache dir), without cgo: Helm's CLI
+    needs none, and a static binary runs in any container as well."""
+    env = stack.go_env()
     env.setdefault("CGO_ENABLED", "0")
     return env
-
-
-@contextlib.contextmanager
-def _install_lock() -> Iterator[None]:
-    root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / _LOCK_NAME).open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def install_helm() -> Path:
@@ -115,7 +88,7 @@ def install_helm() -> Path:
             "go is not on PATH: Helm is built with `go install` from the Go module proxy "
             f"(Helm {HELM_VERSION} needs Go 1.26+)"
         )
-    with _install_lock():
+    with install_lock():
         if helm_installed():  # another process finished it while we waited
             return target
         started = time.monotonic()

@@ -261,8 +261,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _install_lock() -> Iterator[None]:
-    """Serialise installs across processes (e.g. pytest-xdist workers)."""
+def install_lock() -> Iterator[None]:
+    """Serialise installs across processes (pytest workers, deploy/tools.py)."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".install.lock").open("w") as handle:
@@ -317,7 +317,7 @@ def install(kafka: bool = True, minio: bool = True) -> None:
     if minio and not minio_installed():
         needed += ["go"]
     require_tools(*needed)  # report every missing tool at once, before any work
-    with _install_lock():
+    with install_lock():
         if kafka:
             install_kafka()
         if minio:
