@@ -26,12 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from schemas import envelope
+from schemas.wavix import Track
+from workers.layout import manifest_key, wav_key
+
 if TYPE_CHECKING:
     from workers.reassembly import RecordingResult
+    from workers.store import ObjectStore
 
 MANIFEST_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -300,3 +305,22 @@ def _start_ns(manifest: Manifest) -> int:
     if ns is None:
         raise ValueError(f"manifest start_time {manifest.start_time!r} is not ISO-8601")
     return ns
+
+
+def recording_event(store: ObjectStore, manifest: Manifest) -> envelope.RecordingFinished:
+    """The ``callrec.recordings`` event of an archived recording, from its manifest."""
+    wav = wav_key(manifest.recording_id)
+    return envelope.RecordingFinished(
+        call_id=manifest.call_id,
+        part=manifest.part,
+        recording_id=manifest.recording_id,
+        wav_uri=store.uri(wav),
+        manifest_uri=store.uri(manifest_key(manifest.recording_id)),
+        tracks=cast(list[Track], list(manifest.tracks)),
+        codec=manifest.codec,
+        start_ns=parse_iso_ns(manifest.start_time) or 0,
+        duration_ms=manifest.duration_ms,
+        complete=manifest.complete,
+        reason=manifest.reason,
+        wav_sha256=next((o.sha256 for o in manifest.objects if o.key == wav), ""),
+    )

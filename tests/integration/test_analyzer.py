@@ -33,9 +33,10 @@ from tests.analyzerutil import ms, place, speak, word_error_rate
 from tests.integration.conftest import create_topics
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
 from tests.integration.recorderutil import new_bucket, recorder_settings, running_recorder, s3_store
-from workers.analyzer.analysis import analyze_recording, event_from_manifest, load_manifest
+from workers.analyzer.analysis import analyze_recording, load_manifest
 from workers.analyzer.service import AnalyzerService
 from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber
+from workers.manifest import recording_event
 from workers.parquet import read_parquet
 from workers.store import S3Store
 
@@ -277,7 +278,7 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
     for rec_id in ("jfk-1-0", "stereo-1-0", "espeak-1-0", "silence-1-0"):
         manifest = load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
         result = await asyncio.to_thread(
-            analyze_recording, store, event_from_manifest(store, manifest), transcriber,
+            analyze_recording, store, recording_event(store, manifest), transcriber,
             analyzer.analysis_config(), force=True)
         assert not result.skipped
     after = {k: store.get_bytes(k) for k in store.list_keys("")}

@@ -159,9 +159,10 @@ def test_backfill_resumes_and_filters_by_date(store: LocalStore, tmp_path: Path)
 
 
 def archive_event(store: LocalStore, rec_id: str):  # type: ignore[no-untyped-def]
-    from workers.analyzer.analysis import event_from_manifest, load_manifest
+    from workers.analyzer.analysis import load_manifest
+    from workers.manifest import recording_event
 
-    return event_from_manifest(
+    return recording_event(
         store, load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
     )
 

@@ -43,7 +43,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -54,7 +54,6 @@ from schemas import envelope
 from schemas.codecs import Codec, codec_by_id
 from schemas.errors import UnknownCodecError
 from schemas.tables import table_key
-from schemas.wavix import Track
 from workers.analyzer import callmetrics
 from workers.analyzer.callmetrics import Interval, TalkDetector
 from workers.analyzer.transcribe import (
@@ -63,7 +62,13 @@ from workers.analyzer.transcribe import (
     TranscriptionError,
     to_model_input,
 )
-from workers.manifest import Manifest, decode_manifest, parse_iso_ns
+from workers.layout import (
+    MANIFEST_NAME,
+    WAV_NAME,
+    recording_prefix,
+    transcript_key,
+)
+from workers.manifest import Manifest, decode_manifest
 from workers.parquet import CONTENT_TYPE as PARQUET_TYPE
 from workers.parquet import rows_to_parquet
 from workers.store import ObjectStore, StoreError
@@ -74,9 +79,6 @@ ANALYSIS_VERSION = 1
 """Version of the metric definitions and transcript layout; part of the fingerprint, so
 a change that alters outputs makes backfill redo every recording."""
 TRANSCRIPT_VERSION = 1
-TRANSCRIPT_NAME = "transcript.json"
-MANIFEST_NAME = "manifest.json"
-WAV_NAME = "audio.wav"
 CALL_TRACK = "call"
 """``metrics.track`` of the row about the whole call."""
 
@@ -88,7 +90,6 @@ __all__ = [
     "RecordingNotFoundError",
     "TranscriptionError",
     "analyze_recording",
-    "event_from_manifest",
     "fingerprint",
     "load_manifest",
     "transcript_key",
@@ -142,14 +143,6 @@ class AnalysisResult:
         if self.audio_seconds <= 0:
             return None
         return self.transcribe_seconds / self.audio_seconds
-
-
-def recording_prefix(recording_id: str) -> str:
-    return f"recordings/{recording_id}/"
-
-
-def transcript_key(recording_id: str) -> str:
-    return recording_prefix(recording_id) + TRANSCRIPT_NAME
 
 
 def fingerprint(transcriber: Transcriber, config: AnalysisConfig) -> dict[str, Any]:
@@ -266,26 +259,6 @@ def analysed_with(store: ObjectStore, recording_id: str) -> dict[str, Any] | Non
         return None
     analysis = doc.get("analysis") if isinstance(doc, dict) else None
     return analysis if isinstance(analysis, dict) else None
-
-
-def event_from_manifest(store: ObjectStore, manifest: Manifest) -> envelope.RecordingFinished:
-    """The ``RecordingFinished`` event of an archived recording (backfill)."""
-    prefix = recording_prefix(manifest.recording_id)
-    wav_sha = next((o.sha256 for o in manifest.objects if o.key == prefix + WAV_NAME), "")
-    return envelope.RecordingFinished(
-        call_id=manifest.call_id,
-        part=manifest.part,
-        recording_id=manifest.recording_id,
-        wav_uri=store.uri(prefix + WAV_NAME),
-        manifest_uri=store.uri(prefix + MANIFEST_NAME),
-        tracks=cast(list[Track], list(manifest.tracks)),
-        codec=manifest.codec,
-        start_ns=parse_iso_ns(manifest.start_time) or 0,
-        duration_ms=manifest.duration_ms,
-        complete=manifest.complete,
-        reason=manifest.reason,
-        wav_sha256=wav_sha,
-    )
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -30,18 +30,16 @@ from dataclasses import dataclass, field
 
 from workers.analyzer import metrics
 from workers.analyzer.analysis import (
-    MANIFEST_NAME,
-    TRANSCRIPT_NAME,
     AnalysisConfig,
     analysed_with,
     analyze_recording,
-    event_from_manifest,
     fingerprint,
     load_manifest,
-    recording_prefix,
 )
 from workers.analyzer.service import failure_reason, is_retriable
 from workers.analyzer.transcribe import Transcriber
+from workers.layout import MANIFEST_NAME, TRANSCRIPT_NAME, recording_prefix
+from workers.manifest import recording_event
 from workers.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -125,7 +123,7 @@ def _analyze_one(store: ObjectStore, rec_id: str, transcriber: Transcriber,
         began = time.perf_counter()
         try:
             manifest = load_manifest(store, recording_prefix(rec_id) + MANIFEST_NAME, rec_id)
-            event = event_from_manifest(store, manifest)
+            event = recording_event(store, manifest)
             result = analyze_recording(store, event, transcriber, config, force=True)
         except Exception as exc:
             reason = failure_reason(exc)

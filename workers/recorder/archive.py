@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from schemas import envelope
 from schemas.tables import recording_id, table_key
-from schemas.wavix import Track
+from workers.layout import MANIFEST_NAME, WAV_NAME, recording_prefix
 from workers.manifest import (
     Manifest,
     ObjectEntry,
@@ -36,6 +36,7 @@ from workers.manifest import (
     calls_row,
     decode_manifest,
     manifest_bytes,
+    recording_event,
 )
 from workers.parquet import rows_to_parquet
 from workers.reassembly import RecordingAssembler, RecordingResult
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
     from workers.recorder.calls import Recording
 
 log = logging.getLogger(__name__)
-
-WAV_NAME = "audio.wav"
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +61,6 @@ class ArchivedRecording:
     last_close_ns: int | None = None
 
 
-def recording_prefix(rec_id: str) -> str:
-    return f"recordings/{rec_id}/"
-
-
 def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> ArchivedRecording:
     """Archive a recording the tracker handed over; see the module docstring."""
     assembler = rec.assembler
@@ -78,7 +72,7 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     if existing is not None:
         log.info("call_id=%s: %s already archived, not rewritten", result.call_id, rec_id)
         assembler.discard()
-        return ArchivedRecording(_event(store, existing, prefix), already_archived=True,
+        return ArchivedRecording(recording_event(store, existing), already_archived=True,
                                  last_close_ns=rec.closed_at_ns)
 
     manifest = build_manifest(result, part=part, recording_id=rec_id)
@@ -100,7 +94,7 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     assembler.discard()
     counts = [t.counts for t in result.tracks]
     return ArchivedRecording(
-        _event(store, manifest, prefix),
+        recording_event(store, manifest),
         already_archived=False,
         gaps=sum(c.gaps for c in counts),
         duplicates=sum(c.duplicates for c in counts),
@@ -129,27 +123,3 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
 def _entry(obj: StoredObject) -> ObjectEntry:
     return ObjectEntry(key=obj.key, sha256=obj.sha256, size=obj.size,
                        content_type=obj.content_type)
-
-
-def _event(store: ObjectStore, manifest: Manifest, prefix: str) -> envelope.RecordingFinished:
-    wav_sha = next((o.sha256 for o in manifest.objects if o.key.endswith(WAV_NAME)), "")
-    return envelope.RecordingFinished(
-        call_id=manifest.call_id,
-        part=manifest.part,
-        recording_id=manifest.recording_id,
-        wav_uri=store.uri(prefix + WAV_NAME),
-        manifest_uri=store.uri(prefix + MANIFEST_NAME),
-        tracks=cast(list[Track], list(manifest.tracks)),
-        codec=manifest.codec,
-        start_ns=_start_ns(manifest),
-        duration_ms=manifest.duration_ms,
-        complete=manifest.complete,
-        reason=manifest.reason,
-        wav_sha256=wav_sha,
-    )
-
-
-def _start_ns(manifest: Manifest) -> int:
-    from workers.manifest import parse_iso_ns
-
-    return parse_iso_ns(manifest.start_time) or 0
