@@ -144,6 +144,9 @@ class TrackCounts(msgspec.Struct, frozen=True, kw_only=True):
     """Silence before the track's first audio (alignment to the recording start)."""
     length_ms: int
     """Length of the track's audio before padding to the longest track."""
+    jitter_ms: float = 0.0
+    """RFC 3550 interarrival jitter (ms) of the track's worst stream, from the ingest pods'
+    receive times against the chunks' timestamps, in arrival order."""
 
 
 class ObjectEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -170,6 +170,7 @@ def assemble_track(
         gap_ms=_ms(codec, gap_bytes),
         lead_ms=_ms(codec, lead_bytes),
         length_ms=_ms(codec, frontier),
+        jitter_ms=round(max((s.jitter_ms for s in spools), default=0.0), 3),
     )
     return TrackResult(
         track=track, path=out_path, length=frontier, counts=counts, overflow=rejected
@@ -352,7 +353,7 @@ class RecordingAssembler:
         elif record.codec != spool.codec.id:
             st.rejected += 1
             return
-        spool.add(record.chunk, record.timestamp_ms, record.payload)
+        spool.add(record.chunk, record.timestamp_ms, record.payload, record.received_ns)
 
     def finalize(
         self, *, timed_out: bool = False, cut_reason: str = "idle timeout"

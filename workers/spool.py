@@ -185,6 +185,9 @@ class ChunkSpool:
         self.out_of_order = 0
         self.late = 0
         self.rejected = 0
+        self.jitter_ms = 0.0
+        """RFC 3550 interarrival jitter of the accepted chunks, in arrival order (ms)."""
+        self._last_arrival: tuple[int, int] | None = None
         self._dir = directory
         self._name = name
         self._max_chunk = -1
@@ -209,11 +212,14 @@ class ChunkSpool:
         """Payload bytes held in RAM right now."""
         return self._heap_bytes + self._late_bytes
 
-    def add(self, chunk: int, timestamp_ms: int, payload: bytes) -> bool:
+    def add(
+        self, chunk: int, timestamp_ms: int, payload: bytes, received_ns: int | None = None
+    ) -> bool:
         """Spool one chunk; return False if it was rejected (and counted as such).
 
         Rejected: negative numbers, a payload that is empty or not whole
         samples, or audio reaching past ``max_duration_ms`` of the stream.
+        ``received_ns`` (when the ingest pod read it) feeds :attr:`jitter_ms`.
         """
         if self._finished:
             raise FinalizedError(f"spool {self._name} is finished")
@@ -229,6 +235,8 @@ class ChunkSpool:
             self.rejected += 1
             return False
         self.received += 1
+        if received_ns is not None:
+            self._arrived(timestamp_ms, received_ns)
         if self.seen.add(chunk):
             if chunk < self._max_chunk:
                 self.out_of_order += 1
@@ -248,6 +256,15 @@ class ChunkSpool:
         while self._heap_bytes > self.window_bytes:
             self._append_main(heapq.heappop(self._heap))
         return True
+
+    def _arrived(self, timestamp_ms: int, received_ns: int) -> None:
+        # RFC 3550 6.4.1: D = (arrival difference) - (timestamp difference), and
+        # J += (|D| - J) / 16, over chunks in the order they arrived.
+        last = self._last_arrival
+        self._last_arrival = (timestamp_ms, received_ns)
+        if last is not None:
+            d = (received_ns - last[1]) / 1e6 - (timestamp_ms - last[0])
+            self.jitter_ms += (abs(d) - self.jitter_ms) / 16
 
     def finish(self) -> None:
         """Write out everything still in RAM; idempotent. ``add`` is refused afterwards."""

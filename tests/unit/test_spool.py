@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codecs import L16_16K, PCMU_8K
+from schemas.codecs import L16_16K, L16_24K, PCMU_8K
 from workers.spool import FAN_IN, ChunkSpool, FinalizedError, IntervalSet, SpoolCorruptError
 
 
@@ -97,4 +97,19 @@ def test_a_truncated_run_file_is_a_named_error(tmp_path):
     run.write_bytes(run.read_bytes()[:-3])
     with pytest.raises(SpoolCorruptError):
         list(spool.records())
+    spool.discard()
+
+
+def test_jitter_follows_rfc_3550_in_arrival_order(tmp_path: Path) -> None:
+    spool = ChunkSpool(tmp_path, "j", L16_24K)
+    frame = bytes(960)
+    # Perfectly paced arrivals: no jitter.
+    for n in range(10):
+        spool.add(n, n * 20, frame, received_ns=n * 20_000_000)
+    assert spool.jitter_ms == 0
+    # One chunk 16 ms late, the next on time again: |D| = 16 then 16.
+    spool.add(10, 200, frame, received_ns=216_000_000)
+    assert spool.jitter_ms == pytest.approx(1.0)
+    spool.add(11, 220, frame, received_ns=220_000_000)
+    assert spool.jitter_ms == pytest.approx(1.0 + (16 - 1.0) / 16)
     spool.discard()

@@ -400,7 +400,7 @@ def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArr
             "gaps": counts.gaps if counts else 0,
             "duplicates": counts.duplicates if counts else 0,
             "out_of_order": counts.out_of_order if counts else 0,
-            "jitter_ms": _jitter(counts),
+            "jitter_ms": counts.jitter_ms if counts else None,
         })
     jitters = [j for j in (r["jitter_ms"] for r in rows) if j is not None]
     rows.append({
@@ -432,13 +432,6 @@ def _conversation_columns(conv: callmetrics.Conversation) -> dict[str, Any]:
 def _level_columns(levels: callmetrics.Levels) -> dict[str, Any]:
     return {"rms_dbfs": levels.rms_dbfs, "peak_dbfs": levels.peak_dbfs,
             "clipping_ratio": levels.clipping_ratio}
-
-
-def _jitter(counts: object) -> float | None:
-    """Inter-arrival jitter, when the recorder's manifest counts carry it (a later
-    manifest field ``jitter_ms``); null otherwise."""
-    value = getattr(counts, "jitter_ms", None)
-    return float(value) if isinstance(value, int | float) else None
 
 
 _encoder = msgspec.json.Encoder(order="sorted")
