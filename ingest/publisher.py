@@ -120,6 +120,7 @@ class KafkaPublisher:
         batch_bytes: int = 256 * 1024,
     ) -> None:
         self._client_options = client_options
+        self._produce_timeout_s = produce_timeout_s
         self.producer = self._create_producer()
         self.topic = topic
         self.budget = ByteBudget(max_inflight_bytes)
@@ -141,7 +142,11 @@ class KafkaPublisher:
             linger_ms=0,
             max_batch_size=1024 * 1024,
             max_request_size=2 * 1024 * 1024,
-            request_timeout_ms=30000,
+            # aiokafka expires a batch it could not deliver within the request timeout; a
+            # re-send is then a new batch that an idempotent broker refuses as out of
+            # sequence. So aiokafka keeps retrying (same sequence) for as long as we would
+            # wait for Kafka at all: CALLREC_INGEST_PRODUCE_TIMEOUT_S.
+            request_timeout_ms=int(self._produce_timeout_s * 1000),
             retry_backoff_ms=200,
             **self._client_options,
         )

@@ -72,12 +72,14 @@ STREAM_PATH = "/v1/stream"
 class _Connection:
     """Book-keeping ingest holds for one open stream."""
 
-    __slots__ = ("failure", "last_seen", "session", "unacked", "ws")
+    __slots__ = ("failure", "last_seen", "publishing", "session", "unacked", "ws")
 
     def __init__(self, ws: ServerConnection, session: StreamSession) -> None:
         self.ws = ws
         self.session = session
         self.last_seen = time.monotonic()
+        self.publishing = False
+        """Waiting for room in the in-flight budget: not reading is our doing, not idleness."""
         self.unacked: collections.deque[asyncio.Future[None]] = collections.deque()
         self.failure: StreamRefused | None = None
 
@@ -131,8 +133,10 @@ class IngestServer:
             # Wavix media per socket we would hold ~24 KiB per stream for nothing.
             max_queue=(4, 1),
             compression=None,
-            ping_interval=20,
-            ping_timeout=20,
+            # No keepalive pings: while Kafka is slow we stop reading sockets on purpose,
+            # so pongs would go unread and live streams would be closed with 1011. Dead
+            # peers are closed by the idle sweep, which knows when we are the ones waiting.
+            ping_interval=None,
             server_header=None,
         )
         loop = asyncio.get_running_loop()
@@ -196,7 +200,8 @@ class IngestServer:
         while True:
             await asyncio.sleep(min(1.0, timeout / 4))
             cutoff = time.monotonic() - timeout
-            for conn in [c for c in self._connections if c.last_seen < cutoff]:
+            idle = [c for c in self._connections if c.last_seen < cutoff and not c.publishing]
+            for conn in idle:
                 conn.failure = IdleTimeout(f"no message for {timeout:.0f}s")
                 conn.last_seen = float("inf")
                 asyncio.get_running_loop().create_task(
@@ -330,7 +335,14 @@ class IngestServer:
                         raise
                     key = record.call_id.encode()
                     partition = self.publisher.partition_for(key)
-            done = await self.publisher.publish(partition, key, envelope.encode(record))
+            # Backpressure (Kafka slow or away) may hold us here up to the produce timeout;
+            # the sender is not idle meanwhile, it is waiting for us.
+            conn.publishing = True
+            try:
+                done = await self.publisher.publish(partition, key, envelope.encode(record))
+            finally:
+                conn.publishing = False
+                conn.last_seen = time.monotonic()
             self._track(conn, done)
         if conn.failure is not None:
             raise conn.failure

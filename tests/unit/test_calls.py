@@ -163,3 +163,13 @@ def test_revoked_partitions_are_forgotten() -> None:
     [dropped] = t.forget_partitions({1})
     assert dropped.call_id == "B"
     assert t.safe_offsets() == {0: 0} and t.open_count == 1
+
+
+def test_time_spent_paused_does_not_count_as_idleness() -> None:
+    t = tracker(idle_s=5)
+    feed(t, [start("s1", 0), chunk("s1", 1, 20)], now=100.0)
+    # Archive down, partitions paused from 101 to 130: on resume the idle clock restarts.
+    t.restart_idle_clocks(130.0)
+    assert t.ready(134.0) == []
+    [rec] = t.ready(135.0)
+    assert rec.idle

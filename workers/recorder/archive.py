@@ -104,8 +104,16 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
 
 
 def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manifest | None]:
-    """(part, its manifest if that part is already archived) for this recording."""
-    first_stream = result.streams[0].stream_id if result.streams else ""
+    """(part, its manifest if that part is already archived) for this recording.
+
+    A replay rebuilds a recording from the same records, so its first stream has the
+    same id *and* the same first arrival. A later recording that continues a stream
+    of an earlier part (the stream went quiet longer than the idle timeout, then
+    resumed) has the same first stream but later audio: it is a new part, never
+    mistaken for a replay and skipped.
+    """
+    first = result.streams[0] if result.streams else None
+    identity = (first.stream_id, first.first_arrival) if first else ("", None)
     base = recording_id(result.call_id, 0)[: -len("0")]
     parts: dict[int, Manifest] = {}
     for key in store.list_keys(recording_prefix(base)[: -1]):
@@ -115,7 +123,8 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
         if manifest.call_id == result.call_id:
             parts[manifest.part] = manifest
     for part, manifest in sorted(parts.items()):
-        if manifest.streams and manifest.streams[0].stream_id == first_stream:
+        earlier = manifest.streams[0] if manifest.streams else None
+        if earlier is not None and (earlier.stream_id, earlier.first_arrival) == identity:
             return part, manifest
     return (max(parts) + 1 if parts else 0), None
 

@@ -238,6 +238,15 @@ class CallTracker:
                     cut += 1
         return cut
 
+    def restart_idle_clocks(self, now: float) -> None:
+        """Our clock's idle time starts again (reading resumed after a pause): time we
+        spent not reading says nothing about the calls."""
+        for recordings in self._calls.values():
+            for rec in recordings:
+                rec.last_seen = max(rec.last_seen, now)
+                if rec.closed_seen is not None:
+                    rec.closed_seen = max(rec.closed_seen, now)
+
     def done(self, rec: Recording) -> None:
         """The recording is durable in the archive: forget it (commits may pass it)."""
         recordings = self._calls.get(rec.call_id, [])

@@ -157,7 +157,9 @@ class RecorderService:
                         self._take(tp, message.offset, message.value, now)
                     metrics.RECORDS.inc(len(messages))
                 self._cut_open_after_replay()
-                self._start_archives(now)
+                if not self._failing:
+                    # While paused we read nothing: our clock must not end calls meanwhile.
+                    self._start_archives(now)
                 if now - last_commit >= self.commit_interval_s:
                     await self.commit()
                     self._report_lag()
@@ -295,6 +297,7 @@ class RecorderService:
         else:
             log.info("archive works again: resuming partitions")
             self.consumer.resume(*assigned)
+            self.tracker.restart_idle_clocks(time.monotonic())
         metrics.PAUSED.set(1 if now else 0)
 
     # -- offsets -----------------------------------------------------------------------
@@ -334,6 +337,9 @@ class RecorderService:
             rec.assembler.discard()
         for p in parts:
             self._committed.pop(p, None)
+            # The new owner reports this partition's lag; a stale value here would be
+            # summed with it (CallrecRecorderLag) and never change again.
+            metrics.CONSUMER_LAG.remove(str(p))
         log.info("partitions %s revoked; their open recordings go to the next owner", sorted(parts))
 
 

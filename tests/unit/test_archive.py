@@ -1,0 +1,55 @@
+"""The archive step: parts, replays, and a stream that continues after its part ended."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas import envelope
+from workers.reassembly import RecordingAssembler
+from workers.recorder.archive import archive_recording
+from workers.recorder.calls import Recording
+from workers.store import LocalStore
+
+MS = 1_000_000
+T0 = 1_763_712_000_000 * MS
+
+
+def recording(tmp: Path, name: str, chunks: range, *, start: bool, close: bool) -> Recording:
+    asm = RecordingAssembler("c1", tmp / name)
+    if start:
+        asm.add_start(envelope.StreamStarted(
+            call_id="c1", stream_id="s1", stream_type="oneway", channel="inbound",
+            codec="L16/24000", ingest_pod="p", connection_id="k", received_ns=T0))
+    for n in chunks:
+        asm.add_chunk(envelope.MediaChunk(
+            call_id="c1", stream_id="s1", track="inbound", chunk=n, timestamp_ms=(n - 1) * 20,
+            codec="L16/24000", payload=bytes([n % 256]) * 960, received_ns=T0 + n * 20 * MS))
+    if close:
+        asm.add_close(envelope.StreamClosed(
+            call_id="c1", stream_id="s1", reason="stop", detail="", ingest_pod="p",
+            connection_id="k", received_ns=T0 + (chunks[-1] + 1) * 20 * MS, chunks=100,
+            invalid=0))
+    rec = Recording("c1", 0, 0, asm)
+    rec.idle = not close
+    return rec
+
+
+def test_a_replay_is_recognised_and_a_continuation_becomes_a_new_part(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "archive")
+    first = archive_recording(store, recording(tmp_path, "a", range(1, 51), start=True,
+                                               close=False), tmp_path)
+    assert (first.event.part, first.already_archived, first.event.complete) == (0, False, False)
+    before = {k: store.get_bytes(k) for k in store.list_keys("")}
+
+    # The same records again (a replay after a crash): nothing is written.
+    again = archive_recording(store, recording(tmp_path, "b", range(1, 51), start=True,
+                                               close=False), tmp_path)
+    assert (again.event.part, again.already_archived) == (0, True)
+    assert {k: store.get_bytes(k) for k in store.list_keys("")} == before
+
+    # The stream went quiet past the idle timeout, then went on: its rest is part 1.
+    rest = archive_recording(store, recording(tmp_path, "c", range(51, 101), start=False,
+                                              close=True), tmp_path)
+    assert (rest.event.part, rest.already_archived) == (1, False)
+    assert store.exists("recordings/c1-1/audio.wav")
+    assert {k: store.get_bytes(k) for k in before} == before, "part 0 untouched"
