@@ -40,7 +40,8 @@ RECORDS = Counter("callrec_ingest_records_total", "Records acknowledged by Kafka
 PRODUCE_LATENCY = Histogram(
     "callrec_ingest_produce_latency_seconds",
     "From a record being handed to the publisher to its Kafka acknowledgement",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+             0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 PRODUCE_RETRIES = Counter(
     "callrec_ingest_produce_retries_total", "Batches re-sent after a Kafka error or timeout"
