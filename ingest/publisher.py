@@ -8,10 +8,9 @@ Flow control, in one place:
    the TCP stream and the sender is slowed by TCP itself. Nothing is dropped and
    nothing buffers without bound.
 2. Records are grouped per partition into batches of up to ``batch_bytes``,
-   handed to aiokafka in order by one pump per partition (``_PartitionLane``),
-   one batch in flight per partition: aiokafka's per-record ``send()`` costs
-   more Python time than the whole rest of ingest, and the next batch grows
-   while the previous one is on its way.
+   handed to aiokafka in order by one pump per partition (``_PartitionLane``):
+   aiokafka's per-record ``send()`` costs more Python time than the whole rest
+   of ingest, and a batch grows while the previous one is on its way.
 3. A batch that fails (broker down, timeout) is re-sent with backoff until
    ``produce_timeout_s``; only then does its future fail with
    ``KafkaUnavailable``, and the connections waiting on it are closed with 1013.
@@ -225,10 +224,6 @@ class KafkaPublisher:
                     self._retry(lane, batch, exc)
                     continue
                 delivered.add_done_callback(functools.partial(self._on_delivery, lane, batch))
-                # One batch of a partition in flight at a time: the next one keeps growing
-                # until this one is acknowledged, so batches grow with the load (and with
-                # it Kafka's efficiency) instead of staying a few records long.
-                await asyncio.wait([delivered])
         finally:
             lane.pump = None
 
