@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from callrec.probes import Worker
 from callrec.settings import RecorderSettings
 from deploy.local import stack
 from workers.manifest import Manifest, decode_manifest
@@ -54,7 +55,13 @@ def recorder_settings(kafka: stack.KafkaServer, minio: stack.MinioServer, media_
 async def running_recorder(settings: RecorderSettings) -> AsyncIterator[RecorderService]:
     store = settings.open_store()
     await asyncio.to_thread(store.check)
-    service = RecorderService.from_settings(settings, store)
+    async with running(RecorderService.from_settings(settings, store)) as service:
+        yield service
+
+
+@contextlib.asynccontextmanager
+async def running(service: Worker) -> AsyncIterator[Any]:
+    """Run a worker service in this event loop until the block ends; wait until ready."""
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:

@@ -32,7 +32,13 @@ from schemas.codecs import L16_24K
 from tests.analyzerutil import ms, place, speak, word_error_rate
 from tests.integration.conftest import create_topics
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
-from tests.integration.recorderutil import new_bucket, recorder_settings, running_recorder, s3_store
+from tests.integration.recorderutil import (
+    new_bucket,
+    recorder_settings,
+    running,
+    running_recorder,
+    s3_store,
+)
 from workers.analyzer.analysis import analyze_recording, load_manifest
 from workers.analyzer.service import AnalyzerService
 from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber
@@ -84,19 +90,8 @@ async def running_analyzer(settings: AnalyzerSettings, transcriber: WhisperTrans
                            ) -> AsyncIterator[AnalyzerService]:
     store = settings.open_store()
     await asyncio.to_thread(store.check)
-    service = AnalyzerService.from_settings(settings, store, transcriber)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    try:
-        async with asyncio.timeout(30):
-            while not service.ready:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
+    async with running(AnalyzerService.from_settings(settings, store, transcriber)) as service:
         yield service
-    finally:
-        stop.set()
-        await task
 
 
 async def wait_for_transcripts(store: S3Store, count: int, timeout: float = 180) -> list[str]:

@@ -84,6 +84,11 @@ async def local_manifests(store: LocalStore, count: int, timeout: float = 60) ->
             await asyncio.sleep(0.1)
 
 
+def without_jitter(tables: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    return [[{k: v for k, v in row.items() if k != "jitter_ms"} for row in rows]
+            for rows in tables]
+
+
 async def local_transcripts(store: LocalStore, count: int, timeout: float = 120) -> list[str]:
     async with asyncio.timeout(timeout):
         while True:
@@ -211,5 +216,9 @@ async def test_both_backends_write_the_same_bytes_checksums_and_rows(
     remote_rows = [read_parquet(remote.get_bytes(k)).to_pylist()
                    for k in remote.list_keys("tables/")]
     assert len(local_rows) == 3 * len(calls), "calls, segments and metrics per recording"
-    assert local_rows == remote_rows
+    # jitter_ms measures when ingest received each chunk: a property of the network on
+    # that run, not of the input, so it differs between any two runs. Present on both.
+    assert all("jitter_ms" in row for rows in local_rows + remote_rows for row in rows
+               if "talk_ms" in row)
+    assert without_jitter(local_rows) == without_jitter(remote_rows)
     assert any(row.get("text") for rows in local_rows for row in rows), "speech transcribed"

@@ -47,6 +47,13 @@ def test_a_replay_is_recognised_and_a_continuation_becomes_a_new_part(tmp_path: 
     assert (again.event.part, again.already_archived) == (0, True)
     assert {k: store.get_bytes(k) for k in store.list_keys("")} == before
 
+    # A replay that starts inside the archived call (the committed offset lay in it):
+    # its records are the call's tail, already archived; nothing is written.
+    tail = archive_recording(store, recording(tmp_path, "t", range(30, 51), start=False,
+                                              close=False), tmp_path)
+    assert (tail.event.part, tail.already_archived) == (0, True)
+    assert {k: store.get_bytes(k) for k in store.list_keys("")} == before
+
     # The stream went quiet past the idle timeout, then went on: its rest is part 1.
     rest = archive_recording(store, recording(tmp_path, "c", range(51, 101), start=False,
                                               close=True), tmp_path)

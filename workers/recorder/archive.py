@@ -36,6 +36,7 @@ from workers.manifest import (
     calls_row,
     decode_manifest,
     manifest_bytes,
+    parse_iso_ns,
     recording_event,
 )
 from workers.parquet import rows_to_parquet
@@ -106,26 +107,31 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
 def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manifest | None]:
     """(part, its manifest if that part is already archived) for this recording.
 
-    A replay rebuilds a recording from the same records, so its first stream has the
-    same id *and* the same first arrival. A later recording that continues a stream
-    of an earlier part (the stream went quiet longer than the idle timeout, then
-    resumed) has the same first stream but later audio: it is a new part, never
-    mistaken for a replay and skipped.
+    A recording whose first stream is a stream of an archived part, with audio that
+    arrived no later than that stream's last archived arrival, *is* (a piece of) that
+    part: a replay after a crash or rebalance, possibly starting mid-call when the
+    committed offset lay inside it. Nothing is written again. A recording that
+    continues such a stream after its last archived arrival (the stream went quiet
+    longer than the idle timeout, then resumed) is the call's next part.
     """
     first = result.streams[0] if result.streams else None
-    identity = (first.stream_id, first.first_arrival) if first else ("", None)
     base = recording_id(result.call_id, 0)[: -len("0")]
     parts: dict[int, Manifest] = {}
-    for key in store.list_keys(recording_prefix(base)[: -1]):
+    for key in store.list_keys(recording_prefix(base)[:-1]):
         if not key.endswith("/" + MANIFEST_NAME):
             continue
         manifest = decode_manifest(store.get_bytes(key))
         if manifest.call_id == result.call_id:
             parts[manifest.part] = manifest
-    for part, manifest in sorted(parts.items()):
-        earlier = manifest.streams[0] if manifest.streams else None
-        if earlier is not None and (earlier.stream_id, earlier.first_arrival) == identity:
-            return part, manifest
+    if first is not None:
+        arrived = parse_iso_ns(first.first_arrival)
+        for part, manifest in sorted(parts.items()):
+            for archived in manifest.streams:
+                if archived.stream_id != first.stream_id:
+                    continue
+                until = parse_iso_ns(archived.last_arrival)
+                if arrived is None or until is None or arrived <= until:
+                    return part, manifest
     return (max(parts) + 1 if parts else 0), None
 
 
