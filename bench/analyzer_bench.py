@@ -35,7 +35,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import replace_section
 from callrec.audio import load_audio
 from schemas import envelope
 from schemas.codecs import L16_24K
@@ -315,17 +315,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_docs(section: str) -> None:
-    if DOCS.exists():
-        text = DOCS.read_text()
-        pattern = re.compile(r"^## Analyzer\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    else:
-        text = ("# Benchmarks\n\nFigures are measured by the benchmarks in `bench/`, never by "
-                "timed tests (DESIGN.md §7).\n\n" + section)
-    DOCS.write_text(text.rstrip("\n") + "\n")
+    replace_section(DOCS, "## Analyzer", section)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks.md"
 
@@ -1457,24 +1459,7 @@ def render_markdown(res: dict[str, Any], rows: Sequence[tuple[str, str, str, str
 
 def write_docs(section: str, docs: Path = DOCS) -> None:
     """Replace (or add) the ``## Ingest`` section of ``docs``; other sections are kept."""
-    section = section.rstrip("\n") + "\n\n"
-    if docs.exists():
-        text = docs.read_text()
-        pattern = re.compile(r"^## Ingest\n.*?(?=^## |\Z)", re.S | re.M)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: section, text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    else:
-        machine = "\n\n".join(machine_lines())
-        text = (
-            "# Benchmarks\n\n"
-            f"Created {datetime.date.today().isoformat()}. Figures are measured by the "
-            "benchmarks in `bench/`, never by timed tests (DESIGN.md §7).\n\n"
-            f"Machine:\n\n```\n{machine}\n```\n\n" + section
-        )
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(text.rstrip("\n") + "\n")
+    replace_section(docs, "## Ingest", section)
 
 
 # ======================================================================================

@@ -49,6 +49,7 @@ from typing import Any
 from bench.loadharness.cluster import log
 from bench.loadharness.run import Run, RunConfig
 from bench.loadharness.scenarios import BY_NAME, MATRIX, Scenario, judge
+from bench.report import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"
@@ -572,13 +573,7 @@ def findings(matrix: list[dict[str, Any]]) -> list[str]:
 
 
 def write_benchmarks(section: str) -> None:
-    text = BENCHMARKS_DOC.read_text() if BENCHMARKS_DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Scale curve\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    BENCHMARKS_DOC.write_text(text.rstrip("\n") + "\n")
+    replace_section(BENCHMARKS_DOC, "## Scale curve", section)
 
 
 # -- main ----------------------------------------------------------------------------------
