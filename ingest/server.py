@@ -10,10 +10,11 @@ HTTP routes, all on one port (decided before any WebSocket upgrade):
 ``GET /metrics``                  Prometheus text format
 ================================  =====================================================
 
-Per connection: each frame is parsed once (``StreamSession``), the record is
-handed to the ``KafkaPublisher`` (which may make us wait: backpressure), and
-when the socket ends for any reason a ``StreamClosed`` record is written after
-every chunk of the stream has been acknowledged.
+Per connection: each message is parsed once (``StreamSession``) as websockets
+reads it, and its record offered to the ``KafkaPublisher``; while the publisher
+has no room (Kafka slow or away) the socket is not read (backpressure). When
+the socket ends for any reason a ``StreamClosed`` record is written after every
+chunk of the stream has been acknowledged.
 
 Shutdown (SIGTERM): ``/readyz`` and new stream upgrades answer 503 (the port
 stays open so probes see it), live streams continue for ``ingest_drain_grace_s``;
@@ -25,22 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import hmac
 import http
 import logging
 import time
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import prometheus_client
 from aiokafka.errors import KafkaError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
+from websockets.typing import BytesLike
 
 from ingest import metrics
 from ingest.errors import (
@@ -69,19 +71,215 @@ log = logging.getLogger(__name__)
 STREAM_PATH = "/v1/stream"
 
 
-class _Connection:
-    """Book-keeping ingest holds for one open stream."""
+class IngestConnection(ServerConnection):
+    """websockets' server connection, handing each data message to a sink as it is parsed.
 
-    __slots__ = ("failure", "last_seen", "publishing", "session", "unacked", "ws")
+    websockets' handler API queues every message and wakes the handler task for
+    each one (an assembler, futures, two task switches per message). Here a
+    message is handled inside ``data_received``, where websockets parsed it, and
+    flow control pauses the transport directly; ``process_event`` is websockets'
+    hook for this (``serve(create_connection=...)``). The opening handshake,
+    control frames and the closing handshake stay websockets' own.
+    """
 
-    def __init__(self, ws: ServerConnection, session: StreamSession) -> None:
+    EARLY_FRAMES = 16
+    """Messages held for a handler that has not attached yet; more pause the socket."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sink: Callable[[BytesLike], None] | None = None
+        self._early: list[BytesLike] = []
+        self._early_paused = False
+        self._fragments: list[BytesLike] | None = None
+
+    def attach(self, sink: Callable[[BytesLike], None]) -> None:
+        """From now on every data message goes to ``sink``, those already read first."""
+        self._sink = sink
+        early, self._early = self._early, []
+        if self._early_paused:
+            self._early_paused = False
+            self.transport.resume_reading()
+        for data in early:
+            sink(data)
+
+    def process_event(self, event: Event) -> None:
+        if self.request is None or not isinstance(event, Frame):
+            super().process_event(event)  # the opening handshake
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not event.fin:
+                self._fragments = [event.data]
+                return
+            data = event.data
+        elif opcode is Opcode.CONT:
+            # websockets checked the sequence and the size limit of the whole message.
+            assert self._fragments is not None
+            self._fragments.append(event.data)
+            if not event.fin:
+                return
+            data, self._fragments = b"".join(self._fragments), None
+        else:
+            super().process_event(event)  # ping, pong, close
+            return
+        if self._sink is not None:
+            self._sink(data)
+            return
+        self._early.append(data)
+        if len(self._early) >= self.EARLY_FRAMES and not self._early_paused:
+            self._early_paused = True
+            self.transport.pause_reading()
+
+
+class _Stream:
+    """One open stream: its protocol session, flow control and book-keeping.
+
+    Frames arrive through :meth:`feed`, from ``data_received``. While the
+    publisher has no room (Kafka slow or away) the socket is paused and the
+    frames already read wait in ``pending``; the publisher calls :meth:`resume`
+    when it has room again. Nothing read is dropped, unless the stream failed.
+    """
+
+    __slots__ = ("failure", "given_up_seen", "held_since", "key", "last_seen", "partition",
+                 "pending", "server", "session", "settled", "unacked", "ws")
+
+    def __init__(self, server: IngestServer, ws: IngestConnection,
+                 session: StreamSession) -> None:
+        self.server = server
         self.ws = ws
         self.session = session
         self.last_seen = time.monotonic()
-        self.publishing = False
-        """Waiting for room in the in-flight budget: not reading is our doing, not idleness."""
+        self.held_since: float | None = None
+        """When the socket was paused for want of room: not reading is our doing, not idleness."""
+        self.pending: collections.deque[BytesLike] = collections.deque()
+        self.settled = asyncio.Event()
+        """Set while no frame waits for room."""
+        self.settled.set()
         self.unacked: collections.deque[asyncio.Future[None]] = collections.deque()
         self.failure: StreamRefused | None = None
+        self.given_up_seen = server.publisher.given_up
+        self.key = b""
+        self.partition = 0
+
+    def feed(self, data: BytesLike) -> None:
+        self.last_seen = time.monotonic()
+        if self.failure is not None:
+            return  # being closed: the rest of what the sender wrote is not read
+        if self.pending or not self.server.publisher.has_room():
+            self.pending.append(data)
+            if self.held_since is None:
+                self._hold()
+            return
+        self._take(data)
+
+    def _hold(self) -> None:
+        self.held_since = time.perf_counter()
+        self.settled.clear()
+        self.ws.transport.pause_reading()
+        self.server.publisher.when_room(self.resume)
+
+    def resume(self) -> None:
+        """Room was made: publish what waited, then read the socket again."""
+        if self.held_since is None:
+            return  # the stream failed while it waited
+        self.collect_acks()
+        publisher = self.server.publisher
+        pending = self.pending
+        while pending and self.failure is None and not publisher.spent:
+            self._take(pending.popleft())
+        if pending and self.failure is None:
+            publisher.when_room(self.resume)
+            return
+        self._settle()
+        if not self.ws.transport.is_closing():
+            self.ws.transport.resume_reading()
+
+    def _settle(self) -> None:
+        self.pending.clear()
+        if self.held_since is not None:
+            metrics.BACKPRESSURE.inc(time.perf_counter() - self.held_since)
+            self.held_since = None
+        self.last_seen = time.monotonic()
+        self.settled.set()
+
+    def _take(self, data: BytesLike) -> None:
+        """Parse one message and offer its record to the publisher."""
+        session, server = self.session, self.server
+        hot = metrics.HOT
+        hot.received_bytes += len(data)
+        try:
+            record = session.receive(data)
+        except (ProtocolError, SkippedMessage) as exc:
+            session.invalid += 1
+            metrics.INVALID_MESSAGES.labels(exc.reason).inc()
+            if session.invalid > server.settings.ingest_max_invalid_messages:
+                self.fail(TooManyInvalid(f"{session.invalid} invalid messages"))
+            return
+        except Exception:
+            log.exception("stream %s/%s failed", session.call_id, session.stream_id)
+            self.fail(StreamRefused("internal error"))
+            return
+        if record is None:
+            hot.messages[session.last_event] += 1
+            return
+        if type(record) is envelope.MediaChunk:
+            hot.messages["media"] += 1
+            hot.audio_bytes += len(record.payload)
+        else:
+            hot.messages[_EVENT_OF[type(record)]] += 1
+            if isinstance(record, envelope.StreamStarted):
+                try:
+                    server.admit(record)
+                except StreamLimitExceeded as exc:
+                    session.refuse_start()
+                    metrics.INVALID_MESSAGES.labels("stream_limit").inc()
+                    self.fail(exc)
+                    return
+                self.key = record.call_id.encode()
+                self.partition = server.publisher.partition_for(self.key)
+        done = server.publisher.offer(self.partition, self.key, envelope.encode(record))
+        unacked = self.unacked
+        if not unacked or unacked[-1] is not done:  # else: same batch as the previous record
+            unacked.append(done)
+        if unacked[0].done() or server.publisher.given_up != self.given_up_seen:
+            self.collect_acks()
+
+    def collect_acks(self) -> None:
+        """Forget acknowledged batches; one the publisher gave up on fails the stream (1013).
+
+        Checked as frames come, on resume and at the end, instead of with a callback
+        per batch and stream. Batches are acknowledged in order, except that one
+        retried inside aiokafka (which never gives up on an idempotent batch) can
+        hold up those behind it while they fail: the publisher's ``given_up`` count
+        says when to look at all of them.
+        """
+        unacked = self.unacked
+        while unacked and unacked[0].done():
+            self._check(unacked.popleft())
+        given_up = self.server.publisher.given_up
+        if given_up != self.given_up_seen:
+            self.given_up_seen = given_up
+            for fut in unacked:
+                if fut.done():
+                    self._check(fut)
+
+    def _check(self, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            assert isinstance(exc, IngestError)
+            self.fail(exc if isinstance(exc, StreamRefused) else KafkaUnavailable(str(exc)))
+
+    def fail(self, failure: StreamRefused) -> None:
+        """End the stream: close the socket with the failure's code (once)."""
+        if self.failure is not None:
+            return
+        self.failure = failure
+        self._settle()  # frames still waiting for room are not published
+        if self.ws.protocol.close_sent is None:
+            metrics.CLOSE_CODES.labels(str(int(failure.close_code))).inc()
+        asyncio.get_running_loop().create_task(
+            self.ws.close(failure.close_code, failure.reason)
+        )
 
 
 class IngestServer:
@@ -95,10 +293,11 @@ class IngestServer:
             settings.kafka_media_topic,
             max_inflight_bytes=settings.ingest_max_inflight_bytes,
             produce_timeout_s=settings.ingest_produce_timeout_s,
+            linger_ms=settings.ingest_linger_ms,
         )
         self._tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
         self._server: Server | None = None
-        self._connections: set[_Connection] = set()
+        self._streams: set[_Stream] = set()
         self._streams_per_call: dict[str, dict[str, str]] = {}
         """call_id -> {connection_id: stream_type} of the streams open on this pod."""
         self._handlers: set[asyncio.Task[None]] = set()
@@ -129,15 +328,13 @@ class IngestServer:
             self.settings.ingest_port,
             process_request=self._route,
             max_size=self.settings.ingest_max_message_bytes,
-            # A few frames per connection, then TCP flow control: with 16 frames of
-            # Wavix media per socket we would hold ~24 KiB per stream for nothing.
-            max_queue=(4, 1),
             compression=None,
             # No keepalive pings: while Kafka is slow we stop reading sockets on purpose,
             # so pongs would go unread and live streams would be closed with 1011. Dead
             # peers are closed by the idle sweep, which knows when we are the ones waiting.
             ping_interval=None,
             server_header=None,
+            create_connection=IngestConnection,
         )
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch_kafka()), loop.create_task(self._sweep_idle())]
@@ -152,15 +349,11 @@ class IngestServer:
         self.draining = True  # /readyz and new stream upgrades now answer 503
         metrics.READY.set(0)
         assert self._server is not None
-        log.info("draining: %d live streams, grace %.0fs", len(self._connections), grace)
+        log.info("draining: %d live streams, grace %.0fs", len(self._streams), grace)
         if self._handlers:
             await asyncio.wait(set(self._handlers), timeout=grace)
-        remaining = list(self._connections)
-        for conn in remaining:
-            conn.failure = ServerShutdown("drain grace period over")
-        await asyncio.gather(
-            *(c.ws.close(CloseCode.GOING_AWAY, "server shutting down") for c in remaining)
-        )
+        for stream in list(self._streams):
+            stream.fail(ServerShutdown("drain grace period over"))
         # Handlers still write their close records; wait for them before the producer stops.
         if self._handlers:
             await asyncio.wait(set(self._handlers))
@@ -200,13 +393,11 @@ class IngestServer:
         while True:
             await asyncio.sleep(min(1.0, timeout / 4))
             cutoff = time.monotonic() - timeout
-            idle = [c for c in self._connections if c.last_seen < cutoff and not c.publishing]
-            for conn in idle:
-                conn.failure = IdleTimeout(f"no message for {timeout:.0f}s")
-                conn.last_seen = float("inf")
-                asyncio.get_running_loop().create_task(
-                    conn.ws.close(CloseCode.POLICY_VIOLATION, "idle timeout")
-                )
+            idle = [st for st in self._streams
+                    if st.last_seen < cutoff and st.held_since is None]
+            for stream in idle:
+                stream.last_seen = float("inf")
+                stream.fail(IdleTimeout(f"no message for {timeout:.0f}s"))
 
     # -- HTTP, before the upgrade ------------------------------------------------------
 
@@ -255,99 +446,45 @@ class IngestServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         task = asyncio.current_task()
-        assert task is not None
+        assert task is not None and isinstance(ws, IngestConnection)
         self._handlers.add(task)
         try:
             await self._stream(ws)
         finally:
             self._handlers.discard(task)
 
-    async def _stream(self, ws: ServerConnection) -> None:
+    async def _stream(self, ws: IngestConnection) -> None:
+        """Attach the stream's sink, wait for the socket to end, write the close record."""
         metrics.CONNECTIONS.labels("accepted").inc()
         metrics.CONNECTIONS_OPEN.inc()
         session = StreamSession(self.codec, self.settings.ingest_pod_name, uuid.uuid4().hex)
-        conn = _Connection(ws, session)
-        self._connections.add(conn)
-        reason: envelope.CloseReason = "disconnect"
-        detail = "socket closed without stop"
+        stream = _Stream(self, ws, session)
+        self._streams.add(stream)
         try:
-            await self._receive(conn)
-            if session.stopped:
-                reason, detail = "stop", "stop received"
-        except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                metrics.INVALID_MESSAGES.labels("too_big").inc()
-                metrics.CLOSE_CODES.labels("1009").inc()
-                reason, detail = "error", "message over CALLREC_INGEST_MAX_MESSAGE_BYTES (1009)"
-            elif session.stopped:
-                reason, detail = "stop", "stop received"
-        except StreamRefused as exc:
-            conn.failure = exc
-        except Exception:
-            log.exception("stream %s/%s failed", session.call_id, session.stream_id)
-            conn.failure = StreamRefused("internal error")
+            ws.attach(stream.feed)
+            await ws.wait_closed()
+            await stream.settled.wait()  # what was read while Kafka had no room
+            await asyncio.gather(*stream.unacked, return_exceptions=True)
+            stream.collect_acks()
         finally:
-            self._connections.discard(conn)
+            self._streams.discard(stream)
             metrics.CONNECTIONS_OPEN.dec()
-        if conn.failure is not None:
-            reason = "disconnect" if isinstance(conn.failure, ServerShutdown) else "error"
-            detail = f"{conn.failure.reason}: {conn.failure}"
-            code = conn.failure.close_code
-            if ws.close_code is None:
-                metrics.CLOSE_CODES.labels(str(int(code))).inc()
-                await ws.close(code, conn.failure.reason)
-            elif not isinstance(conn.failure, KafkaUnavailable):
-                metrics.CLOSE_CODES.labels(str(int(code))).inc()
-        await self._finish(conn, reason, detail)
+        sent = ws.protocol.close_sent
+        reason: envelope.CloseReason
+        if stream.failure is not None:
+            reason = "disconnect" if isinstance(stream.failure, ServerShutdown) else "error"
+            detail = f"{stream.failure.reason}: {stream.failure}"
+        elif sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+            metrics.INVALID_MESSAGES.labels("too_big").inc()
+            metrics.CLOSE_CODES.labels("1009").inc()
+            reason, detail = "error", "message over CALLREC_INGEST_MAX_MESSAGE_BYTES (1009)"
+        elif session.stopped:
+            reason, detail = "stop", "stop received"
+        else:
+            reason, detail = "disconnect", "socket closed without stop"
+        await self._finish(stream, reason, detail)
 
-    async def _receive(self, conn: _Connection) -> None:
-        ws, session = conn.ws, conn.session
-        max_invalid = self.settings.ingest_max_invalid_messages
-        key = b""
-        partition = 0
-        async for data in ws:
-            conn.last_seen = time.monotonic()
-            if conn.failure is not None:
-                raise conn.failure
-            metrics.RECEIVED_BYTES.inc(len(data))
-            try:
-                record = session.receive(data)
-            except (ProtocolError, SkippedMessage) as exc:
-                session.invalid += 1
-                metrics.INVALID_MESSAGES.labels(exc.reason).inc()
-                if session.invalid > max_invalid:
-                    raise TooManyInvalid(f"{session.invalid} invalid messages") from None
-                continue
-            if record is None:
-                metrics.MESSAGES_BY_EVENT[session.last_event].inc()
-                continue
-            if isinstance(record, envelope.MediaChunk):
-                metrics.MEDIA_MESSAGES.inc()
-                metrics.AUDIO_BYTES.inc(len(record.payload))
-            else:
-                metrics.MESSAGES_BY_EVENT[_EVENT_OF[type(record)]].inc()
-                if isinstance(record, envelope.StreamStarted):
-                    try:
-                        self._admit(record)
-                    except StreamLimitExceeded:
-                        session.refuse_start()
-                        metrics.INVALID_MESSAGES.labels("stream_limit").inc()
-                        raise
-                    key = record.call_id.encode()
-                    partition = self.publisher.partition_for(key)
-            # Backpressure (Kafka slow or away) may hold us here up to the produce timeout;
-            # the sender is not idle meanwhile, it is waiting for us.
-            conn.publishing = True
-            try:
-                done = await self.publisher.publish(partition, key, envelope.encode(record))
-            finally:
-                conn.publishing = False
-                conn.last_seen = time.monotonic()
-            self._track(conn, done)
-        if conn.failure is not None:
-            raise conn.failure
-
-    def _admit(self, start: envelope.StreamStarted) -> None:
+    def admit(self, start: envelope.StreamStarted) -> None:
         """Refuse a stream past the per-call limits (5 oneway + 1 twoway) on this pod.
 
         Connections are counted, not stream ids: a sender reusing a stream id on
@@ -365,37 +502,32 @@ class IngestServer:
             )
         streams[start.connection_id] = start.stream_type
 
-    def _track(self, conn: _Connection, done: asyncio.Future[None]) -> None:
-        unacked = conn.unacked
-        if unacked and unacked[-1] is done:
-            return
-        unacked.append(done)
-        done.add_done_callback(functools.partial(self._on_ack, conn))
-        while unacked and unacked[0].done():
-            unacked.popleft()
+    async def _offer_when_room(self, partition: int, key: bytes,
+                               value: bytes) -> asyncio.Future[None]:
+        """``offer``, after waiting for room like a connection would (close records)."""
+        publisher = self.publisher
+        if not publisher.has_room():
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def _on_ack(self, conn: _Connection, fut: asyncio.Future[None]) -> None:
-        exc = fut.exception()
-        if exc is not None and conn.failure is None:
-            assert isinstance(exc, IngestError)
-            conn.failure = exc if isinstance(exc, StreamRefused) else KafkaUnavailable(str(exc))
-            metrics.CLOSE_CODES.labels(str(int(CloseCode.TRY_AGAIN_LATER))).inc()
-            asyncio.get_running_loop().create_task(
-                conn.ws.close(CloseCode.TRY_AGAIN_LATER, "kafka unavailable")
-            )
+            def wake() -> None:
+                if not room.done():
+                    room.set_result(None)
 
-    async def _finish(self, conn: _Connection, reason: envelope.CloseReason, detail: str) -> None:
+            publisher.when_room(wake)
+            await room
+        return publisher.offer(partition, key, value)
+
+    async def _finish(self, stream: _Stream, reason: envelope.CloseReason, detail: str) -> None:
         """Wait for the stream's chunks to be acknowledged, then write its close record."""
-        session = conn.session
+        session = stream.session
         if session.start is None:
             return
-        await asyncio.gather(*conn.unacked, return_exceptions=True)
         metrics.STREAMS_CLOSED.labels(reason).inc()
         key = session.start.call_id.encode()
         record = session.close_record(reason, detail)
         try:
-            done = await self.publisher.publish(self.publisher.partition_for(key), key,
-                                                envelope.encode(record))
+            done = await self._offer_when_room(self.publisher.partition_for(key), key,
+                                               envelope.encode(record))
             await done
         except IngestError as exc:
             log.error("call_id=%s stream %s: close record lost: %s",

@@ -54,7 +54,7 @@ class StreamSession:
     def stream_id(self) -> str | None:
         return self.start.stream_id if self.start else None
 
-    def receive(self, data: bytes | str) -> envelope.Record | None:
+    def receive(self, data: bytes | bytearray | memoryview | str) -> envelope.Record | None:
         """Take one frame; return the record to publish, if any.
 
         Raises ``ProtocolError`` or ``SkippedMessage`` for a message to skip.

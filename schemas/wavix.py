@@ -114,7 +114,7 @@ _encoder = msgspec.json.Encoder()
 _NUMBERED = frozenset({"sequence_number", "timestamp", "chunk"})
 
 
-def parse(data: bytes | str, codec: Codec = DEFAULT_CODEC) -> Event:
+def parse(data: bytes | bytearray | memoryview | str, codec: Codec = DEFAULT_CODEC) -> Event:
     """Decode one WebSocket frame into an event.
 
     ``codec`` is the stream's audio encoding: a media payload must hold whole

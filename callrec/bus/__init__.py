@@ -16,14 +16,19 @@ satisfy them as they are.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
 
 class Publisher(Protocol):
-    """Where ingest hands records (``callrec.media``), with flow control."""
+    """Where ingest hands records (``callrec.media``), with flow control.
+
+    Synchronous where ingest calls it per frame (from ``data_received``): a
+    connection offers records while ``has_room()``; otherwise it stops reading
+    its socket and asks ``when_room`` to be called back (backpressure).
+    """
 
     async def start(self) -> None:
         """Connect; raise when the bus is unreachable (the caller retries)."""
@@ -37,8 +42,21 @@ class Publisher(Protocol):
     def partition_for(self, key: bytes) -> int:
         """The partition of ``key`` (stable across processes)."""
 
-    async def publish(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
-        """Queue one record; may wait (backpressure). The future resolves on acknowledgement."""
+    given_up: int
+    """Records' batches given up so far: when it changes, connections look at their futures."""
+
+    def has_room(self) -> bool:
+        """False while records in flight use the whole budget: stop reading for now."""
+
+    @property
+    def spent(self) -> bool:
+        """Whether a connection being called back by ``when_room`` must stop taking."""
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when room is made, after the callbacks registered earlier."""
+
+    def offer(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
+        """Queue one record now, never waiting; the future resolves on acknowledgement."""
 
 
 class Message(Protocol):

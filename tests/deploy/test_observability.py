@@ -50,9 +50,13 @@ def exported() -> dict[str, frozenset[str]]:
     for family in prometheus_client.REGISTRY.collect():
         if not family.name.startswith("callrec_"):
             continue
+        # Custom collectors (ingest's per-message counts) have no wrapper object: their
+        # labels are those of the samples they yield.
+        sampled = {name for sample in family.samples for name in sample.labels}
         for suffix in SUFFIXES[family.type]:
             extra = {"le"} if suffix == "_bucket" else set()
-            names[family.name + suffix] = labels.get(family.name, frozenset()) | extra
+            names[family.name + suffix] = (labels.get(family.name, frozenset()) | extra
+                                           | (sampled - {"le"}))
     return names
 
 

@@ -234,3 +234,61 @@ async def test_broker_down_for_ten_seconds_loses_no_chunk(
         assert metric("callrec_ingest_backpressure_seconds_total") - waited_before > 1.0
     finally:
         broker.stop()
+
+
+async def test_kafka_away_past_the_produce_timeout_closes_1013(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A chunk Kafka did not take within CALLREC_INGEST_PRODUCE_TIMEOUT_S ends the stream
+    with 1013 (try again later), counted; the next stream works once Kafka is back."""
+    broker = stack.KafkaServer(tmp_path_factory.mktemp("kafka-away"), die_with_parent=False)
+    broker.start()
+    try:
+        topic = "callrec.media.away"
+        await create_topics(broker.bootstrap, topic)
+        settings = ingest_settings(broker.bootstrap, topic, ingest_produce_timeout_s=3.0)
+        failures_before = metric("callrec_ingest_produce_failures_total")
+        closed_1013_before = metric("callrec_ingest_close_codes_total", code="1013")
+        async with running_ingest(settings) as server:
+            async with connect(stream_url(server)) as ws:
+                await ws.send(wx.start("call-away", "s1", "inbound").decode())
+                await ws.send(wx.media("call-away", "s1", 1, wx.frame(1)).decode())
+                await read_until(broker.bootstrap, topic, lambda r: bool(chunks(r, "call-away")))
+                await asyncio.to_thread(broker.stop)
+                began = time.monotonic()
+                with pytest.raises(ConnectionClosed):
+                    for i in range(2, 3000):  # a real-time sender, until ingest closes
+                        await ws.send(wx.media("call-away", "s1", i, wx.frame(i)).decode())
+                        await asyncio.sleep(0.02)
+                assert ws.close_code == 1013 and ws.close_reason == "kafka_unavailable"
+                assert 3.0 <= time.monotonic() - began < 30
+            assert metric("callrec_ingest_produce_failures_total") > failures_before
+            assert metric("callrec_ingest_close_codes_total", code="1013") == (
+                closed_1013_before + 1)
+            await asyncio.to_thread(broker.start)
+            deadline = time.monotonic() + 60
+            while not server.ready:  # new streams get 503 until Kafka answers again
+                assert time.monotonic() < deadline, "ingest never saw Kafka come back"
+                await asyncio.sleep(0.1)
+            await send_call(stream_url(server), "call-back", "s2", 5)
+            records = await read_until(broker.bootstrap, topic,
+                                       lambda r: len(chunks(r, "call-back")) == 5, timeout=60)
+            assert [c.chunk for c in chunks(records, "call-back")] == [1, 2, 3, 4, 5]
+    finally:
+        broker.stop()
+
+
+async def test_a_fragmented_message_is_one_message(
+    kafka: stack.KafkaServer, media_topic: str
+) -> None:
+    """RFC 6455 lets a sender split a message into frames; ingest reads it whole."""
+    async with running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as server:
+        async with connect(stream_url(server)) as ws:
+            await ws.send(wx.start("call-frag", "s1", "inbound").decode())
+            text = wx.media("call-frag", "s1", 1, wx.frame(1)).decode()
+            await ws.send([text[:100], text[100:700], text[700:]])  # three frames
+            await ws.send(wx.stop("call-frag", "s1").decode())
+        records = await read_until(kafka.bootstrap, media_topic, lambda r: bool(closes(r)))
+    (chunk,) = chunks(records, "call-frag")
+    assert chunk.payload == wx.frame(1)
+    assert closes(records)[0].reason == "stop" and closes(records)[0].invalid == 0

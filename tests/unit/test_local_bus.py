@@ -78,7 +78,7 @@ async def test_consumer_resumes_from_its_committed_offset(tmp_path: Path) -> Non
     bus = LocalBus(tmp_path)
     publisher = LocalPublisher(bus, "media")
     for i in range(3):
-        done = await publisher.publish(0, b"c", b"%d" % i)
+        done = publisher.offer(0, b"c", b"%d" % i)
         assert done.done()
     consumer = LocalConsumer(bus, "g")
     consumer.subscribe(["media"])
