@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -91,6 +91,28 @@ class ByteBudget:
         waiters = self._waiters
         while waiters and self.used < self.limit:
             waiters.popleft()()
+
+
+def pace_metadata_retries(client: AIOKafkaClient, backoff_s: float) -> None:
+    """Wait ``backoff_s`` after a failed metadata update before reporting it.
+
+    While a partition's leader is unknown (the broker is away), aiokafka's sender
+    asks for a metadata update, waits for it and asks again, and a failed update
+    ends at once (connection refused): without a pause this spun a core and wrote
+    ~12,000 aiokafka error lines a second per ingest pod for as long as Kafka was
+    down (docs/reliability.md). The update itself is aiokafka's; only its failure
+    is slowed down, so it is never later than ``backoff_s`` once Kafka is back.
+    tests/integration/test_ingest.py counts the attempts during an outage.
+    """
+    update = client._metadata_update
+
+    async def paced(cluster: object, topics: object) -> bool:
+        ok: bool = await update(cluster, topics)
+        if not ok:
+            await asyncio.sleep(backoff_s)
+        return ok
+
+    client._metadata_update = paced
 
 
 @dataclass(eq=False)
@@ -156,7 +178,7 @@ class KafkaPublisher:
     def _create_producer(self) -> AIOKafkaProducer:
         # linger 0: batching happens here, per partition lane. max_batch_size above
         # batch_bytes so one of our batches always fits one Kafka batch.
-        return AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             acks="all",
             enable_idempotence=True,
             linger_ms=0,
@@ -170,6 +192,8 @@ class KafkaPublisher:
             retry_backoff_ms=200,
             **self._client_options,
         )
+        pace_metadata_retries(producer.client, backoff_s=0.2)
+        return producer
 
     async def start(self) -> None:
         """Connect; raises ``KafkaError`` when Kafka is unreachable (the caller retries)."""
