@@ -10,7 +10,7 @@ Codec ids follow the RTP payload names (RFC 3551): ``L16/24000``, ``L16/16000``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from schemas.errors import UnknownCodecError
@@ -26,20 +26,17 @@ class Codec:
     """``L16`` = signed 16-bit little-endian PCM; ``PCMU``/``PCMA`` = G.711 mu-law/a-law."""
     sample_rate: int
     """Samples per second."""
+    # Derived once: ingest and the recorder ask for these for every chunk.
+    id: str = field(init=False, repr=False, compare=False)
+    """The wire name, e.g. ``L16/24000``."""
+    sample_width: int = field(init=False, repr=False, compare=False)
+    """Bytes per sample: 2 for L16, 1 for G.711."""
+    bytes_per_ms: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        """The wire name, e.g. ``L16/24000``."""
-        return f"{self.encoding}/{self.sample_rate}"
-
-    @property
-    def sample_width(self) -> int:
-        """Bytes per sample: 2 for L16, 1 for G.711."""
-        return 2 if self.encoding == "L16" else 1
-
-    @property
-    def bytes_per_ms(self) -> float:
-        return self.sample_rate * self.sample_width / 1000
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.encoding}/{self.sample_rate}")
+        object.__setattr__(self, "sample_width", 2 if self.encoding == "L16" else 1)
+        object.__setattr__(self, "bytes_per_ms", self.sample_rate * self.sample_width / 1000)
 
     def frame_bytes(self, frame_ms: int = 20) -> int:
         """Bytes in one frame of ``frame_ms`` (960 for a 20 ms L16/24000 frame)."""

@@ -92,6 +92,10 @@ class IntervalSet:
     def add(self, n: int) -> bool:
         """Add ``n``; return False if it was already there."""
         starts, ends = self._starts, self._ends
+        if ends and n == ends[-1]:  # the next number of a healthy stream
+            ends[-1] = n + 1
+            self.count += 1
+            return True
         i = bisect_right(starts, n) - 1
         if i >= 0 and n < ends[i]:
             return False
