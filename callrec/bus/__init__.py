@@ -88,6 +88,10 @@ class Consumer(Protocol):
 
     def highwater(self, partition: TopicPartition) -> int | None: ...
 
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The log end of each partition, asked of the bus now (paused partitions too)."""
+        ...
+
 
 class Producer(Protocol):
     """Publishes worker output (the subset of ``AIOKafkaProducer`` the workers use)."""

@@ -346,3 +346,7 @@ class LocalConsumer:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         return self._log.end_offset if self._log is not None else None
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        assert self._log is not None
+        return dict.fromkeys(partitions, self._log.end_offset)

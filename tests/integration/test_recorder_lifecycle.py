@@ -96,6 +96,14 @@ async def test_a_stream_after_finalization_starts_a_new_part_and_never_overwrite
     assert channel == first.tracks["outbound"]
 
 
+def lag() -> float:
+    """callrec_recorder_consumer_lag_records, summed over partitions."""
+    return sum(
+        s.value for m in prometheus_client.REGISTRY.collect()
+        if m.name == "callrec_recorder_consumer_lag_records" for s in m.samples
+    )
+
+
 async def test_a_30_second_s3_outage_loses_nothing(
     kafka: stack.KafkaServer, media_topic: str, data_dir: Path, tmp_path: Path,
 ) -> None:
@@ -106,8 +114,9 @@ async def test_a_30_second_s3_outage_loses_nothing(
         bucket = new_bucket(minio)
         store = s3_store(minio, bucket)
         settings = recorder_settings(kafka, minio, media_topic, bucket, str(tmp_path / "spill"))
-        calls = simulator.build_calls(data_dir / "stereo_diarization.wav", calls=3,
+        calls = simulator.build_calls(data_dir / "stereo_diarization.wav", calls=4,
                                       layout="oneway", call_id_prefix="s3-outage")
+        late_call = calls.pop()  # streamed while the partitions are paused
         errors_before = sum(
             s.value for m in prometheus_client.REGISTRY.collect()
             if m.name == "callrec_recorder_s3_errors" for s in m.samples
@@ -129,10 +138,22 @@ async def test_a_30_second_s3_outage_loses_nothing(
             async with asyncio.timeout(30):
                 while metric("callrec_recorder_paused") != 1:
                     await asyncio.sleep(0.1)
-            await asyncio.sleep(28)
+            # A call streamed now is not read while the partitions are paused: its records
+            # show as lag (the log end asked of the broker, not that of the last fetch).
+            report = await simulator.stream_call(url, late_call, realtime=False, token=TOKEN)
+            assert report.completed
+            calls.append(late_call)
+            unread = sum(len(t) for t in late_call.tracks.values()) // 960  # media records
+            async with asyncio.timeout(10):
+                while lag() < unread:
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(25)
             await asyncio.to_thread(minio.start)
             keys = await wait_for_manifests(store, len(calls), timeout=90)
             assert metric("callrec_recorder_paused") == 0
+            async with asyncio.timeout(10):  # caught up again
+                while lag() != 0:
+                    await asyncio.sleep(0.1)
         errors_after = sum(
             s.value for m in prometheus_client.REGISTRY.collect()
             if m.name == "callrec_recorder_s3_errors" for s in m.samples

@@ -162,7 +162,7 @@ class RecorderService:
                     self._start_archives(now)
                 if now - last_commit >= self.commit_interval_s:
                     await self.commit()
-                    self._report_lag()
+                    await self._report_lag()
                     last_commit = now
         finally:
             self.started = False
@@ -316,9 +316,23 @@ class RecorderService:
             await self.consumer.commit(offsets)
             self._committed.update({tp.partition: o for tp, o in offsets.items()})
 
-    def _report_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            end = self.consumer.highwater(tp)
+    async def _report_lag(self) -> None:
+        """Records between our position and the log end, per owned partition.
+
+        The high-water mark of the last fetch is free but goes stale while the
+        partitions are paused (no fetches): then the end offsets are asked for,
+        so the lag keeps growing with what piles up during an archive outage.
+        """
+        assigned = self.consumer.assignment()
+        ends: dict[TopicPartition, int | None] = {tp: self.consumer.highwater(tp)
+                                                  for tp in assigned}
+        if self._failing and assigned:
+            try:
+                async with asyncio.timeout(2):
+                    ends.update(await self.consumer.end_offsets(list(assigned)))
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("end offsets unavailable, lag from the last fetch: %r", exc)
+        for tp, end in ends.items():
             if end is not None:
                 read = self.tracker.next_offset(tp.partition)
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - read))
