@@ -92,6 +92,8 @@ TARGET_RSS_KIB = 64.0
 TARGET_CALLS = 400
 MAX_LATE_MS = 200.0
 """A real-time step fails if the sender, or ingest reading, is this far behind schedule."""
+MAX_E2E_P99_MS = 500.0
+"""... or if the p99 frame reaches Kafka later than this after its due time (it keeps up)."""
 
 RERUN_OTHER_PCT = 25.0
 """A real-time step that fails while other processes used more CPU (% of a core) is re-run."""
@@ -1189,9 +1191,35 @@ def stage_realtime(children: Children, kafka: Any, tmp: Path, plan: Plan,
         and len(scan.closes) == 1
     )
     result["on_time"] = (result["sender_late_max_ms"] <= MAX_LATE_MS
-                         and result["read_lag_max_ms"] <= MAX_LATE_MS)
-    result["passed"] = result["zero_loss"] and result["on_time"] and p99 <= TARGET_P99_MS
+                         and result["read_lag_max_ms"] <= MAX_LATE_MS
+                         and result["e2e_p99_ms"] <= MAX_E2E_P99_MS)
+    # Sustained = nothing lost and keeping up with real time. The produce latency is
+    # reported, but its target (DESIGN.md §7) is the half-load figure, not this one.
+    result["passed"] = result["zero_loss"] and result["on_time"]
+    result.update(stage_realtime_bare(children, tmp, plan, calls))
     return result
+
+
+def stage_realtime_bare(children: Children, tmp: Path, plan: Plan,
+                        calls: int) -> dict[str, Any]:
+    """The same real-time load against the bare drain server: its CPU is the baseline
+    of what the WebSocket stack alone costs at this load on this machine."""
+    interval = FRAME_MS / 1000
+    server = children.start([sys.executable, "-m", "bench.ingest_bench", "_drain"],
+                            stderr_path=tmp / f"drain-rt{calls}.log")
+    try:
+        port = int(server.readline(30).rsplit(" ", 1)[1])
+        window = CpuWindow(server.pid)
+        load = run_loadgen(children, {"mode": "paced", "port": port, "conns": calls,
+                                      "interval_s": interval,
+                                      "cycles": int(plan.rt_seconds / interval),
+                                      "channel": "both", "prefix": f"bare{calls}"},
+                           plan.rt_seconds + 600)
+        (cpu,), _, cpu_wall = window.close()
+    finally:
+        children.stop(server)
+    return {"bare_cpu_pct": 100 * cpu / cpu_wall,
+            "bare_us_per_msg": 1e6 * cpu / max(1, load["media"])}
 
 
 def stage_realtime_ramp(children: Children, kafka: Any, tmp: Path,
@@ -1329,7 +1357,8 @@ def render_details(res: dict[str, Any]) -> str:
             f"(p99 {s['read_lag_p99_ms']:.0f}), schedule->Kafka p99 {s['e2e_p99_ms']:.0f} ms, "
             f"produce p99 {s['produce_p99_ms']:.1f} ms, {s['records_per_batch']:.1f} "
             f"records/batch, CPU ingest {s['ingest_cpu_pct']:.0f}% "
-            f"({s['ingest_us_per_msg']:.0f} us/msg) Kafka {s['kafka_cpu_pct']:.0f}% loadgen "
+            f"({s['ingest_us_per_msg']:.0f} us/msg; bare server {s['bare_cpu_pct']:.0f}%, "
+            f"{s['bare_us_per_msg']:.0f} us/msg) Kafka {s['kafka_cpu_pct']:.0f}% loadgen "
             f"{s['loadgen_cpu_pct']:.0f}% other processes {s['other_pct']:.0f}%")
     return "\n".join(out)
 
@@ -1446,7 +1475,11 @@ def render_markdown(res: dict[str, Any], rows: Sequence[tuple[str, str, str, str
         "every chunk the sender wrote is in Kafka (read back, per call/track/chunk), all "
         f"streams closed with `stop`, the sender was never more than {MAX_LATE_MS:g} ms "
         f"behind schedule, ingest read every frame within {MAX_LATE_MS:g} ms of its due "
-        f"time (`received_ns`), and produce p99 <= {TARGET_P99_MS:g} ms. The ramp stops at "
+        f"time (`received_ns`), and the p99 frame was in Kafka (LogAppendTime) within "
+        f"{MAX_E2E_P99_MS:g} ms of its due time: nothing lost, and ingest keeps up with real "
+        "time. The produce latency of each step is reported; its target is the half-load "
+        "figure above. The same load then runs against the bare drain server of (a): its CPU "
+        "per message is what the WebSocket stack alone costs at that load. The ramp stops at "
         "the first failing step, then bisects between the last passing and the first "
         "failing count; a step that failed while other processes used more than "
         f"{RERUN_OTHER_PCT:g}% of a core is run once more (both attempts listed).",
