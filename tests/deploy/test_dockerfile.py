@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
 import json
+import mmap
 import re
 import shlex
 import subprocess
@@ -205,3 +207,54 @@ def test_env_and_exposed_ports_match_the_settings(final: Stage) -> None:
     assert {s for s, _ in ports} >= {"ingest", "recorder", "analyzer"}
     for service, port in ports:
         assert port in exposed, service
+
+
+def env_values(stage: Stage) -> dict[str, str]:
+    """NAME=value pairs of the stage's ENV instructions."""
+    pairs = [w for args in stage.all("ENV") for w in shlex.split(args)]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def venv_site_packages(stage: Stage) -> str:
+    """Where the builder's /opt/callrec virtual environment keeps packages on this base."""
+    version = re.fullmatch(r"python:(\d+\.\d+)-.*", stage.base)
+    assert version, stage.base
+    return f"/opt/callrec/lib/python{version.group(1)}/site-packages"
+
+
+def test_optional_cuda_libraries(stages: list[Stage], final: Stage) -> None:
+    """WITH_CUDA=true adds cuBLAS 12 and cuDNN 9 and the runtime's loader finds them."""
+    builder = stages[0]
+    assert "WITH_CUDA=false" in builder.all("ARG"), "a CPU image stays the default"
+    (cuda_run,) = [r for r in builder.all("RUN") if "WITH_CUDA" in r]
+    condition = r'if \[ "\$WITH_CUDA" = "true" \]; then (.*); fi'
+    body = re.fullmatch(condition, " ".join(cuda_run.split()))
+    assert body, cuda_run
+    install, check = (shlex.split(command) for command in body.group(1).split(" && "))
+    assert install[:2] == ["pip", "install"]
+    assert sorted(install[2:]) == ["nvidia-cublas-cu12==12.*", "nvidia-cudnn-cu12==9.*"]
+    # The build fails unless the libraries are where the runtime's LD_LIBRARY_PATH points.
+    assert check[0] == "ls"
+    libraries = check[1:]
+    site = venv_site_packages(builder)
+    assert {Path(lib).name for lib in libraries} == {
+        "libcublas.so.12", "libcublasLt.so.12", "libcudnn.so.9"
+    }
+    path = env_values(final)["LD_LIBRARY_PATH"].split(":")
+    for lib in libraries:
+        assert lib.startswith(f"{site}/nvidia/"), lib
+        assert str(Path(lib).parent) in path, f"{lib} is not on LD_LIBRARY_PATH {path}"
+    assert final.base == builder.base, "same Python, so the same site-packages path"
+
+
+def test_cuda_wheels_match_what_the_installed_engine_loads() -> None:
+    """ctranslate2 opens libcublas.so.12 at run time; faster-whisper documents these wheels."""
+    engine = importlib.metadata.distribution("ctranslate2")
+    (library,) = [f for f in engine.files or [] if f.name.startswith("libctranslate2")]
+    with open(str(engine.locate_file(library)), "rb") as f, mmap.mmap(
+        f.fileno(), 0, access=mmap.ACCESS_READ
+    ) as image:
+        assert image.find(b"libcublas.so.12\0") != -1, "ctranslate2 moved off CUDA 12"
+    readme = importlib.metadata.distribution("faster-whisper").read_text("METADATA") or ""
+    assert "cuBLAS for CUDA 12" in readme and "cuDNN 9" in readme
+    assert "nvidia-cublas-cu12" in readme and "nvidia-cudnn-cu12" in readme

@@ -600,8 +600,9 @@ def test_component_images(helm: str, rendered: dict[str, Rendered]) -> None:
         return {c: container(d)["image"] for c, d in manifests.deployments().items()}
 
     assert set(images(rendered["default"]).values()) == {"callrec:0.1.0"}
+    # GPU analyzers run the CUDA variant of the image (Dockerfile: WITH_CUDA=true).
     assert images(rendered["production"])["analyzer"] == (
-        "registry.example.com/telephony/callrec-analyzer:0.1.0"
+        "registry.example.com/telephony/callrec-analyzer-cuda:0.1.0"
     )
     # Consumers first: a new tag for recorder only keeps ingest on the old one.
     staged = images(render(helm, set_values={"recorder.image.tag": "0.2.0"}))
@@ -654,7 +655,17 @@ def test_notes(helm: str, tmp_path: Path) -> None:
     assert f"ws://{RELEASE}-ingest.calls.svc:80/v1/stream" in default
     assert "WARNING: no ingest token" in default
     assert "WITH_MODEL=true" in default
+    assert "WITH_CUDA" not in default, "a CPU analyzer needs no CUDA image"
     production = render_notes(helm, tmp_path / "production", (PRODUCTION_VALUES,))
     assert "wss://callrec.example.com/v1/stream" in production
     assert "WARNING" not in production and "WITH_MODEL" not in production
+    assert "WITH_CUDA" not in production, "production names a CUDA image for its GPUs"
     assert "(terminationGracePeriodSeconds 630)" in production
+
+
+def test_notes_warn_when_gpu_analyzers_run_the_main_image(helm: str, tmp_path: Path) -> None:
+    gpu_values = tmp_path / "gpu.yaml"
+    gpu_values.write_text(yaml.safe_dump({"analyzer": {"gpu": {"enabled": True}}}))
+    notes = render_notes(helm, tmp_path / "gpu", (gpu_values,))
+    assert "analyzer runs the main image (callrec:0.1.0)" in notes
+    assert "--build-arg WITH_CUDA=true" in notes
