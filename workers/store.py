@@ -97,6 +97,36 @@ class ObjectStore(Protocol):
         """Keys under ``prefix``, sorted."""
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make ``directory``'s entries durable: a rename into it, a file created in it.
+
+    fsync of a file covers its bytes, not its name: after a power loss a renamed
+    file can be missing (or be the old one) unless its directory was fsynced too.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """``mkdir -p`` whose new directories survive power loss (each parent is fsynced)."""
+    missing: list[Path] = []
+    path = directory
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # created meanwhile by another writer, which makes it durable
+        fsync_dir(path.parent)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -109,14 +139,20 @@ def sha256_file(path: Path) -> str:
 
 
 class LocalStore:
-    """A directory as archive. Writes are atomic: a temp file in the same directory,
-    fsync, then rename, so a reader (or a crash) never sees half an object."""
+    """A directory as archive. Writes are atomic and durable: a temp file in the same
+    directory, fsync, rename over the key, fsync of the directory (and of the parent of
+    every directory created for the key). A reader, a process crash or a power loss
+    never sees half an object; once ``put_*`` returns, the object survives power loss,
+    so the manifest written last is on disk only after everything it lists.
+
+    A temp file (``.<name>.<random>``) is left behind only by a crash in the middle
+    of a write; names starting with ``.`` are never listed as keys."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def check(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         if not os.access(self.root, os.W_OK):
             raise StoreAccessError(f"archive directory {self.root} is not writable")
 
@@ -146,7 +182,7 @@ class LocalStore:
 
     def _atomic_write(self, key: str, write: Any) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -157,6 +193,7 @@ class LocalStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        fsync_dir(target.parent)
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()

@@ -6,11 +6,22 @@ Each topic is a directory of append-only segment files (one partition, 0)::
     <root>/<topic>/groups/<group id>.json          committed offset of a consumer group
 
 A record is framed as ``key length (4) | value length (4) | CRC-32 (4) | key |
-value`` and written with one ``write()``: a process crash loses no record the
-publisher acknowledged (the bytes are in the OS page cache; ``fsync`` runs at
-most every ``sync_interval_s`` for power loss). On open, a torn last record
-(short or with a bad CRC) is cut off. Segments roll at ``segment_bytes``; a
-segment whose records every consumer group has committed past is deleted.
+value`` (big-endian lengths; the CRC-32 covers key and value) and written with
+one ``write()``. On open, a torn last record (short or with a bad CRC) is cut
+off. Segments roll at ``segment_bytes``; a segment whose records every consumer
+group has committed past is deleted. A group file holds ``{"offset": N}``, the
+next offset the group reads, replaced atomically (temp file, fsync, rename,
+fsync of the directory).
+
+What survives (docs/architecture.md):
+
+- a process crash (``kill -9``, OOM): every appended record (the bytes are in
+  the OS page cache once ``write()`` returns) and every committed offset;
+- power loss or a kernel crash: records fsynced, which every record is within
+  ``sync_interval_s`` of its append (a timer, not the next append); whatever a
+  ``LocalProducer.send_and_wait`` returned for (it fsyncs, like ``acks=all``);
+  and every committed offset, which is never durable before the records below
+  it: ``commit`` fsyncs the log first.
 
 Because offsets, commits and replays behave as in Kafka, the recorder's
 exactly-once rules and crash recovery are the same code in both modes.
@@ -23,7 +34,6 @@ import json
 import logging
 import os
 import struct
-import time
 import zlib
 from array import array
 from collections.abc import Callable
@@ -33,6 +43,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from workers.store import fsync_dir, make_dirs
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">III")
@@ -41,6 +53,26 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 
 class LocalLogError(Exception):
     pass
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all or nothing, and durably once this returns.
+
+    A crash or power loss at any point leaves the old content or the new one,
+    never a mix: the new bytes go to a temp file, fsynced, renamed over ``path``;
+    the directory is then fsynced so the rename itself survives power loss.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +136,7 @@ class LocalLog:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.sync_interval_s = sync_interval_s
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "groups").mkdir(exist_ok=True)
+        make_dirs(directory / "groups")
         self._segments: list[_Segment] = []
         for path in sorted(directory.glob("*.log")):
             segment = _Segment(path, int(path.stem))
@@ -114,10 +145,14 @@ class LocalLog:
         if not self._segments:
             self._segments.append(self._new_segment(0))
         self._waiters: list[asyncio.Future[None]] = []
-        self._last_sync = time.monotonic()
+        self._unsynced = False
+        """Records were appended to the active segment since its last fsync."""
+        self._sync_timer: asyncio.TimerHandle | None = None
 
     def _new_segment(self, base: int) -> _Segment:
-        return _Segment(self.directory / f"{base:020d}.log", base)
+        segment = _Segment(self.directory / f"{base:020d}.log", base)
+        fsync_dir(self.directory)  # the new file's name survives power loss too
+        return segment
 
     @property
     def start_offset(self) -> int:
@@ -128,9 +163,14 @@ class LocalLog:
         return self._segments[-1].end
 
     def append(self, key: bytes, value: bytes) -> int:
-        """Append one record; returns its offset."""
+        """Append one record; returns its offset.
+
+        Once this returns the record survives a process crash; it survives power
+        loss once fsynced, within ``sync_interval_s`` (or at :meth:`sync`).
+        """
         segment = self._segments[-1]
         if segment.size >= self.segment_bytes:
+            self.sync()  # only the active segment is ever left unsynced
             segment = self._new_segment(segment.end)
             self._segments.append(segment)
         body = key + value
@@ -140,14 +180,27 @@ class LocalLog:
             raise LocalLogError(f"short write to {segment.path}")
         segment.positions.append(segment.size)
         segment.size += len(frame)
-        if time.monotonic() - self._last_sync >= self.sync_interval_s:
-            os.fsync(segment.fd)
-            self._last_sync = time.monotonic()
+        self._unsynced = True
+        if self._sync_timer is None:
+            self._schedule_sync()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
         return segment.end - 1
+
+    def _schedule_sync(self) -> None:
+        # A timer rather than "on the next append after the interval": the last records
+        # before a quiet spell would otherwise stay in the page cache indefinitely.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (tools, tests): synced on commit, roll or close
+        self._sync_timer = loop.call_later(self.sync_interval_s, self._sync_due)
+
+    def _sync_due(self) -> None:
+        self._sync_timer = None
+        self.sync()
 
     def read(self, offset: int, max_records: int) -> list[Message]:
         """Records from ``offset`` on (at most ``max_records``)."""
@@ -181,14 +234,20 @@ class LocalLog:
             return None
 
     def commit(self, group: str, offset: int) -> None:
+        """Store ``group``'s offset, durably once this returns."""
+        # The records below the offset first: a group file that survived a power loss
+        # without them would point past the log's end.
+        self.sync()
         path = self.directory / "groups" / f"{group}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"offset": offset}))
-        os.replace(tmp, path)
+        replace_durably(path, json.dumps({"offset": offset}).encode())
         self._drop_consumed()
 
     def _drop_consumed(self) -> None:
-        """Delete segments every known group has committed past."""
+        """Delete segments every known group has committed past.
+
+        Not made durable: a deleted segment that comes back after a power loss holds
+        only records every group had committed past, and is deleted again.
+        """
         groups = list((self.directory / "groups").glob("*.json"))
         if not groups:
             return
@@ -201,9 +260,15 @@ class LocalLog:
                      segment.path.name)
 
     def sync(self) -> None:
-        os.fsync(self._segments[-1].fd)
+        """fsync the records appended so far (a no-op when there are none)."""
+        if self._unsynced:
+            os.fsync(self._segments[-1].fd)
+            self._unsynced = False
 
     def close(self) -> None:
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
         self.sync()
         for segment in self._segments:
             segment.close()
@@ -282,7 +347,13 @@ class LocalProducer:
 
     async def send_and_wait(self, topic: str, value: bytes | None = None,
                             key: bytes | None = None) -> int:
-        return self._bus.log(topic).append(key or b"", value or b"")
+        """Append and fsync: returns once the record survives power loss, as aiokafka's
+        returns once ``acks=all`` replicated it. One fsync per record is affordable here:
+        workers send one record per recording, not per frame."""
+        topic_log = self._bus.log(topic)
+        offset = topic_log.append(key or b"", value or b"")
+        topic_log.sync()
+        return offset
 
 
 class LocalConsumer:
@@ -306,6 +377,15 @@ class LocalConsumer:
     async def start(self) -> None:
         assert self._log is not None and self._tp is not None, "subscribe first"
         committed = self._log.committed(self.group_id)
+        if committed is not None and committed > self._log.end_offset:
+            # Cannot happen while commit() syncs the log first, unless the disk lied
+            # about an fsync: reading on from the offset would skip the records appended
+            # next under the lost offsets.
+            log.warning("%s: group %s committed offset %d is past the end of the log (%d): "
+                        "its last records were lost; reading from the end", self._log.topic,
+                        self.group_id, committed, self._log.end_offset)
+            committed = self._log.end_offset
+            self._log.commit(self.group_id, committed)
         self._position = max(committed or 0, self._log.start_offset)
         if committed is None:
             # Registers the group: segments it has not read are kept from now on.
