@@ -282,9 +282,164 @@ def test_existing_secret_wins_over_inline(helm: str) -> None:
     assert env["CALLREC_INGEST_TOKENS"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
 
 
-def test_chart_managed_setting_in_config_is_rejected(helm: str) -> None:
-    with pytest.raises(RenderError, match=r"ingest\.drain|set by the chart"):
-        render(helm, set_values={"ingest.config.CALLREC_INGEST_DRAIN_GRACE_S": "5"})
+# -- which CALLREC_* names <component>.config and extraEnv may hold ------------------------
+
+#: Per component: the settings config may set, those the chart sets, the secrets.
+SETTINGS_LISTS: dict[str, dict[str, Any]] = load_yaml(CHART / "files" / "settings.yaml")
+
+#: Values that turn on every setting the chart can derive (and every secret reference).
+EVERY_MANAGED_SETTING = {
+    "kafka.securityProtocol": "SASL_SSL",
+    "kafka.sasl.mechanism": "SCRAM-SHA-512",
+    "kafka.sasl.username": "callrec",
+    "kafka.sasl.existingSecret": "kafka",
+    "kafka.tls.caSecret": "kafka-ca",
+    "s3.endpointUrl": "https://minio.example.internal",
+    "s3.sse": "aws:kms",
+    "s3.sseKmsKeyId": "arn:aws:kms:eu-west-1:111122223333:key/k",
+    "s3.objectLock.mode": "GOVERNANCE",
+    "s3.objectLock.days": "1",
+    "s3.credentials.existingSecret": "s3",
+    "ingest.auth.existingSecret": "tokens",
+}
+
+
+def extra_env(*entries: dict[str, Any]) -> str:
+    return json.dumps(list(entries))
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_settings_lists_match_the_settings_classes(component: str) -> None:
+    """Every setting of the service is in exactly one list: a new one fails here until the
+    chart says whether config may set it."""
+    lists = SETTINGS_LISTS[component]
+    config, managed, secrets = set(lists["config"]), set(lists["managed"]), set(lists["secrets"])
+    assert len(config) == len(lists["config"]), "no duplicates"
+    assert not (config & managed or config & secrets or managed & secrets)
+    fields = settings_env_names(component)
+    listed = config | managed | secrets
+    assert listed == fields, (
+        f"files/settings.yaml, {component}: not listed {sorted(fields - listed)}, "
+        f"not settings {sorted(listed - fields)}"
+    )
+    # Every SecretStr setting is refused in config; nothing else is called a secret.
+    assert secrets == secret_fields(component)
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_managed_list_is_what_the_chart_sets(helm: str, component: str) -> None:
+    manifests = render(
+        helm, set_values={**EVERY_MANAGED_SETTING, "analyzer.gpu.enabled": "true"}
+    )
+    env = env_of(manifests, manifests.deployments()[component])
+    own = set(load_yaml(CHART / "values.yaml")[component]["config"])
+    lists = SETTINGS_LISTS[component]
+    assert set(env) - own == set(lists["managed"]) | set(lists["secrets"])
+
+
+def test_config_takes_every_listed_setting(helm: str) -> None:
+    settings = {
+        f"{component}.config.{name}": "1"
+        for component in COMPONENTS
+        for name in SETTINGS_LISTS[component]["config"]
+    }
+    manifests = render(helm, set_values=settings)
+    for component, deployment in manifests.deployments().items():
+        data = config_map_data(manifests, deployment)
+        assert set(SETTINGS_LISTS[component]["config"]) <= set(data), component
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # Settings the chart derives: the drain grace must stay what
+        # terminationGracePeriodSeconds was computed from.
+        (
+            {"ingest.config.CALLREC_INGEST_DRAIN_GRACE_S": "600"},
+            r"ingest\.config: CALLREC_INGEST_DRAIN_GRACE_S is set by the chart "
+            r"\(from ingest\.drain\.graceSeconds\)",
+        ),
+        (
+            {"analyzer.config.CALLREC_ANALYZER_DEVICE": "cuda"},
+            r"CALLREC_ANALYZER_DEVICE is set by the chart \(from analyzer\.gpu\.enabled\)",
+        ),
+        # Secrets never go into a ConfigMap.
+        (
+            {"ingest.config.CALLREC_INGEST_TOKENS": "t1"},
+            r"ingest\.config: CALLREC_INGEST_TOKENS is a secret: .*ingest\.auth\.existingSecret",
+        ),
+        (
+            {"recorder.config.CALLREC_S3_SECRET_ACCESS_KEY": "wJalrXUtnFEMI"},
+            r"CALLREC_S3_SECRET_ACCESS_KEY is a secret",
+        ),
+        # A typo, and another service's setting: the service would ignore either.
+        (
+            {"ingest.config.CALLREC_INGEST_LINGERMS": "5"},
+            r"CALLREC_INGEST_LINGERMS is not a setting of `callrec ingest`.*"
+            r"CALLREC_INGEST_LINGER_MS",
+        ),
+        (
+            {"recorder.config.CALLREC_ANALYZER_MODEL": "small.en"},
+            r"recorder\.config: CALLREC_ANALYZER_MODEL is not a setting of `callrec recorder`",
+        ),
+    ],
+    ids=["managed", "managed-device", "secret", "s3-secret", "typo", "other-service"],
+)
+def test_config_refuses_names_it_must_not_hold(
+    helm: str, values: dict[str, str], message: str
+) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(helm, set_values=values)
+
+
+@pytest.mark.parametrize(
+    ("component", "name"),
+    [(c, name) for c in COMPONENTS for name in sorted(SETTINGS_LISTS[c]["managed"])],
+)
+def test_extra_env_refuses_chart_managed_names(helm: str, component: str, name: str) -> None:
+    """An extraEnv entry would win over the ConfigMap: e.g. a drain grace of 600 s under a
+    terminationGracePeriodSeconds of 50 s would have ingest killed mid-drain."""
+    entry = {"name": name, "value": "600"}
+    message = rf"{component}\.extraEnv\[0\]: {name} is set by the chart"
+    with pytest.raises(RenderError, match=message):
+        render(helm, set_json={f"{component}.extraEnv": extra_env(entry)})
+
+
+def test_extra_env_refuses_secrets_typos_and_second_sources(helm: str) -> None:
+    secret = {
+        "name": "CALLREC_KAFKA_SASL_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "mine", "key": "password"}},
+    }
+    message = r"ingest\.extraEnv\[1\]: CALLREC_KAFKA_SASL_PASSWORD is a secret"
+    with pytest.raises(RenderError, match=message):
+        render(
+            helm,
+            set_json={"ingest.extraEnv": extra_env({"name": "TZ", "value": "UTC"}, secret)},
+        )
+    with pytest.raises(RenderError, match=r"CALLREC_RECORDER_GRACEMS is not a setting"):
+        render(
+            helm,
+            set_json={"recorder.extraEnv": extra_env({"name": "CALLREC_RECORDER_GRACEMS",
+                                                      "value": "800"})},
+        )
+    with pytest.raises(RenderError, match=r"CALLREC_INGEST_CODEC is also in ingest\.config"):
+        render(
+            helm,
+            set_json={"ingest.extraEnv": extra_env({"name": "CALLREC_INGEST_CODEC",
+                                                    "value": "PCMU/8000"})},
+        )
+
+
+def test_extra_env_takes_settings_the_chart_leaves_open(helm: str) -> None:
+    model = {
+        "name": "CALLREC_ANALYZER_MODEL",
+        "valueFrom": {"configMapKeyRef": {"name": "models", "key": "current"}},
+    }
+    threads = {"name": "OMP_NUM_THREADS", "value": "2"}
+    manifests = render(helm, set_json={"analyzer.extraEnv": extra_env(model, threads)})
+    env = env_of(manifests, manifests.deployments()["analyzer"])
+    assert env["CALLREC_ANALYZER_MODEL"] == model["valueFrom"]
+    assert env["OMP_NUM_THREADS"] == "2"
 
 
 @pytest.mark.parametrize(
@@ -384,7 +539,8 @@ def test_ingest_drain_settings(rendered: dict[str, Rendered], profile: str) -> N
     manifests = rendered[profile]
     deployment = manifests.deployments()["ingest"]
     spec = deployment["spec"]["template"]["spec"]
-    grace = float(config_map_data(manifests, deployment)["CALLREC_INGEST_DRAIN_GRACE_S"])
+    # What the process reads (ConfigMap and env together), not only what values say.
+    grace = float(env_of(manifests, deployment)["CALLREC_INGEST_DRAIN_GRACE_S"])
     pre_stop = container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[:2] == ["/bin/sh", "-c"] and pre_stop[2].startswith("sleep ")
     sleep = int(pre_stop[2].split()[1])
@@ -405,6 +561,18 @@ def test_drain_grace_follows_values(helm: str) -> None:
     deployment = manifests.deployments()["ingest"]
     assert config_map_data(manifests, deployment)["CALLREC_INGEST_DRAIN_GRACE_S"] == "120.5"
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 5 + 121 + 15
+
+
+def test_shutdown_margins_have_a_floor(helm: str) -> None:
+    """After the grace period ingest still writes close records and flushes its producer;
+    the analyzer commits. A margin under 5 s would have the kubelet kill them doing it."""
+    manifests = render(helm, set_values={"ingest.drain.shutdownMarginSeconds": "5"})
+    spec = manifests.deployments()["ingest"]["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 5 + 30 + 5
+    for key in ("ingest.drain.shutdownMarginSeconds", "analyzer.shutdown.marginSeconds"):
+        leaf = key.rsplit(".", 1)[1]
+        with pytest.raises(RenderError, match=rf"{leaf}': minimum: got 4, want 5"):
+            render(helm, set_values={key: "4"})
 
 
 def test_ingress_for_websockets(helm: str, rendered: dict[str, Rendered]) -> None:

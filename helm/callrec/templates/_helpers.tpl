@@ -130,27 +130,19 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- else }}
 {{- $_ := set $env "CALLREC_ANALYZER_PORT" $v.analyzer.port }}
 {{- $_ := set $env "CALLREC_ANALYZER_SHUTDOWN_GRACE_S" $v.analyzer.shutdown.graceSeconds }}
-{{- if $v.analyzer.gpu.enabled }}
-{{- $_ := set $env "CALLREC_ANALYZER_DEVICE" "cuda" }}
-{{- end }}
+{{- $_ := set $env "CALLREC_ANALYZER_DEVICE" (ternary "cuda" "cpu" $v.analyzer.gpu.enabled) }}
 {{- end }}
 {{- end }}
 {{- toYaml $env }}
 {{- end }}
 
 {{/*
-ConfigMap data of one component: the managed settings plus <component>.config.
-A key of <component>.config that the chart manages is an error, so that one
-setting never has two sources.
+ConfigMap data of one component: the managed settings plus <component>.config (whose
+names "callrec.validateSettings" has checked: none of them is managed or secret).
 */}}
 {{- define "callrec.configData" -}}
 {{- $managed := include "callrec.managedConfig" . | fromYaml }}
 {{- $extra := (index .ctx.Values .component).config | default dict }}
-{{- range $key, $_ := $extra }}
-{{- if hasKey $managed $key }}
-{{- fail (printf "%s.config.%s is set by the chart from its typed values (see values.yaml); remove it from %s.config" $.component $key $.component) }}
-{{- end }}
-{{- end }}
 {{- $data := merge (dict) $managed $extra }}
 {{- range $key := keys $data | sortAlpha }}
 {{ $key }}: {{ include "callrec.envValue" (get $data $key) | quote }}
@@ -320,8 +312,53 @@ prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
 
+{{/*
+<component>.config and the CALLREC_* entries of <component>.extraEnv may name only the
+component's `config` settings in files/settings.yaml: not a typo (the services ignore
+unknown names), not a setting the chart derives from typed values (one setting, one
+source: the drain grace must stay inside terminationGracePeriodSeconds), not a secret.
+*/}}
+{{- define "callrec.validateSettings" -}}
+{{- $settings := .Files.Get "files/settings.yaml" | fromYaml }}
+{{- range $component := list "ingest" "recorder" "analyzer" }}
+{{- $v := index $.Values $component }}
+{{- $known := index $settings $component }}
+{{- $config := $v.config | default dict }}
+{{- range $name := keys $config | sortAlpha }}
+{{- include "callrec.checkSetting" (dict "known" $known "component" $component "name" $name "where" (printf "%s.config" $component)) }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $i, $env := $v.extraEnv | default list }}
+{{- $name := toString $env.name }}
+{{- $where := printf "%s.extraEnv[%d]" $component $i }}
+{{- if hasKey $seen $name }}
+{{- fail (printf "%s: %s is already set by %s.extraEnv[%d]" $where $name $component (get $seen $name)) }}
+{{- end }}
+{{- $_ := set $seen $name $i }}
+{{- if hasPrefix "CALLREC_" $name }}
+{{- include "callrec.checkSetting" (dict "known" $known "component" $component "name" $name "where" $where) }}
+{{- if hasKey $config $name }}
+{{- fail (printf "%s: %s is also in %s.config; set it in one place" $where $name $component) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "callrec.checkSetting" -}}
+{{- $known := .known }}
+{{- if hasKey $known.secrets .name }}
+{{- fail (printf "%s: %s is a secret: the chart passes it only from a Secret (%s), never from values or a ConfigMap" .where .name (get $known.secrets .name)) }}
+{{- else if hasKey $known.managed .name }}
+{{- fail (printf "%s: %s is set by the chart (from %s) and cannot be set here" .where .name (get $known.managed .name)) }}
+{{- else if not (has .name $known.config) }}
+{{- fail (printf "%s: %s is not a setting of `callrec %s` (docs/configuration.md); it takes %s" .where .name .component (join ", " $known.config)) }}
+{{- end }}
+{{- end }}
+
 {{/* Render-time checks of the values that Kubernetes cannot check. */}}
 {{- define "callrec.validate" -}}
+{{- include "callrec.validateSettings" . }}
 {{- $v := .Values }}
 {{- $media := $v.kafka.topics.media }}
 {{- $recs := $v.kafka.topics.recordings }}
