@@ -269,6 +269,33 @@ def test_inline_secrets_go_to_the_charts_secret(helm: str) -> None:
     assert before["checksum/secret"] != after["checksum/secret"]
 
 
+def test_s3_credentials_from_an_existing_secret(helm: str) -> None:
+    manifests = render(
+        helm,
+        set_values={
+            "s3.credentials.existingSecret": "callrec-s3",
+            "s3.credentials.accessKeyIdKey": "id",
+            "s3.credentials.secretAccessKeyKey": "secret",
+            # The existing Secret wins: inline keys are not copied anywhere.
+            "s3.credentials.accessKeyId": "AKIAINLINE",
+            "s3.credentials.secretAccessKey": "inline-secret",
+        },
+    )
+    assert manifests.of_kind("Secret") == []
+    for component, deployment in manifests.deployments().items():
+        env = {v["name"]: v for v in container(deployment)["env"]}
+        if component == "ingest":
+            assert not {n for n in env if n.startswith("CALLREC_S3_")}, "ingest gets no S3 keys"
+            continue
+        assert env["CALLREC_S3_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+            "name": "callrec-s3", "key": "id"
+        }
+        assert env["CALLREC_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "callrec-s3", "key": "secret"
+        }
+        assert "AKIAINLINE" not in json.dumps(deployment)
+
+
 def test_existing_secret_wins_over_inline(helm: str) -> None:
     manifests = render(
         helm,
@@ -693,6 +720,40 @@ def test_retention_must_cover_longest_call_and_recovery(helm: str) -> None:
     with pytest.raises(RenderError, match="retentionHours"):
         render(helm, set_values={"kafka.topics.maxCallHours": "100"})
     render(helm, set_values={"kafka.topics.media.retentionHours": "76"})  # 4 + 72
+
+
+@pytest.mark.parametrize("topic", ["media", "recordings"])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("retention.ms", "3600000", r"retention\.ms is set by the chart \(from .*retentionHours"),
+        ("retention.bytes", "1073741824", r"retention\.bytes: size-based retention deletes"),
+        ("min.insync.replicas", "1", r"min\.insync\.replicas is set by the chart"),
+        ("cleanup.policy", "compact", r"cleanup\.policy is set by the chart"),
+    ],
+)
+def test_topic_config_cannot_bypass_the_retention_checks(
+    helm: str, topic: str, key: str, value: str, message: str
+) -> None:
+    escaped = key.replace(".", "\\.")
+    with pytest.raises(RenderError, match=rf"kafka\.topics\.{topic}\.config\.{message}"):
+        render(helm, set_values={f"kafka.topics.{topic}.config.{escaped}": value})
+
+
+def test_min_insync_replicas_within_replication_factor(helm: str) -> None:
+    with pytest.raises(RenderError, match=r"minInsyncReplicas \(4\) > .*replicationFactor \(3\)"):
+        render(helm, set_values={"kafka.topics.minInsyncReplicas": "4"})
+    script = topic_job_script(render(helm, set_values={"kafka.topics.minInsyncReplicas": "3"}))
+    assert "min.insync.replicas=3" in script
+
+
+def test_hpa_min_within_max(helm: str) -> None:
+    with pytest.raises(RenderError, match=r"minReplicas \(11\) > .*maxReplicas \(10\)"):
+        render(helm, set_values={"ingest.autoscaling.minReplicas": "11"})
+    (hpa,) = render(
+        helm, set_values={"ingest.autoscaling.minReplicas": "10"}
+    ).of_kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 10
 
 
 def test_sasl_without_existing_secret_is_refused_for_the_topic_job(helm: str) -> None:

@@ -375,6 +375,28 @@ source: the drain grace must stay inside terminationGracePeriodSeconds), not a s
 {{- if lt (int $recs.retentionHours) (int $v.kafka.topics.recoveryWindowHours) }}
 {{- fail (printf "kafka.topics.recordings.retentionHours (%d) must cover kafka.topics.recoveryWindowHours (%d)" (int $recs.retentionHours) (int $v.kafka.topics.recoveryWindowHours)) }}
 {{- end }}
+{{- /* The topic Job writes these from the typed values checked above; a topic's config
+       must not override them (retention.bytes: size-based deletion can drop audio a
+       recorder has not archived yet, whatever the time-based retention says). */}}
+{{- range $topic := list "media" "recordings" }}
+{{- $managed := dict "retention.ms" (printf "from kafka.topics.%s.retentionHours, which the chart checks against the longest call and the recovery window" $topic) "min.insync.replicas" "from kafka.topics.minInsyncReplicas" "cleanup.policy" "always delete: compaction would drop records" }}
+{{- $config := (index $v.kafka.topics $topic).config | default dict }}
+{{- range $key := keys $config | sortAlpha }}
+{{- if hasKey $managed $key }}
+{{- fail (printf "kafka.topics.%s.config.%s is set by the chart (%s); remove it" $topic $key (get $managed $key)) }}
+{{- end }}
+{{- if eq $key "retention.bytes" }}
+{{- fail (printf "kafka.topics.%s.config.retention.bytes: size-based retention deletes records a recorder or analyzer may still need, whatever retentionHours says; set retentionHours (docs/operations.md, Kafka retention)" $topic) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if gt (int $v.kafka.topics.minInsyncReplicas) (int $v.kafka.topics.replicationFactor) }}
+{{- fail (printf "kafka.topics.minInsyncReplicas (%d) > kafka.topics.replicationFactor (%d): no acks=all write could ever succeed" (int $v.kafka.topics.minInsyncReplicas) (int $v.kafka.topics.replicationFactor)) }}
+{{- end }}
+{{- $hpa := $v.ingest.autoscaling }}
+{{- if and $hpa.enabled (gt (int $hpa.minReplicas) (int $hpa.maxReplicas)) }}
+{{- fail (printf "ingest.autoscaling.minReplicas (%d) > ingest.autoscaling.maxReplicas (%d)" (int $hpa.minReplicas) (int $hpa.maxReplicas)) }}
+{{- end }}
 {{- if and $v.kafka.sasl.mechanism (not (include "callrec.hasKafkaPassword" .)) }}
 {{- fail "kafka.sasl.mechanism is set: give kafka.sasl.existingSecret (or kafka.sasl.password)" }}
 {{- end }}
