@@ -139,6 +139,77 @@ def test_label_matchers_name_real_labels(
             )
 
 
+def grouping_problems(exported: dict[str, frozenset[str]], expr: str) -> list[str]:
+    """Labels an expression groups or matches by (``by (...)``, ``on (...)``,
+    ``label_values(metric, label)``) that a metric it reads does not have: Prometheus
+    raises no error, the panel or alert silently gets one series where it meant several."""
+    problems: list[str] = []
+
+    def require(labels: list[str], node: object, what: str) -> None:
+        for selector in selectors_of(node):
+            name = str(selector.name)
+            for label in labels:
+                # `le` is grouped by on purpose only over buckets, which have it.
+                if label in TARGET_LABELS - {"le"}:
+                    continue
+                if label not in exported.get(name, frozenset()):
+                    problems.append(
+                        f"{what} ({label}): {name} has no label {label!r} "
+                        f"(it has {sorted(exported.get(name, frozenset()))})"
+                    )
+
+    if expr.startswith("label_values("):
+        metric, label = expr[len("label_values(") : -1].rsplit(",", 1)
+        require([label.strip()], parse(metric), "label_values")
+        return problems
+
+    def visit(node: object) -> None:
+        if (
+            isinstance(node, promql_parser.AggregateExpr)
+            and node.modifier is not None
+            and node.modifier.type == promql_parser.AggModifierType.By
+        ):
+            require(list(node.modifier.labels), node.expr, "by")
+        if isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
+            matching = node.modifier.matching
+            if matching is not None and matching.type == promql_parser.LabelModifierType.Include:
+                require(list(matching.labels), node.lhs, "on")
+                require(list(matching.labels), node.rhs, "on")
+
+    promql_parser.walk(parse(expr), visit)
+    return problems
+
+
+def selectors_of(node: object) -> list[promql_parser.VectorSelector]:
+    found: list[promql_parser.VectorSelector] = []
+
+    def visit(child: object) -> None:
+        if isinstance(child, promql_parser.VectorSelector):
+            found.append(child)
+
+    promql_parser.walk(node, visit)
+    return found
+
+
+@pytest.mark.parametrize(("where", "expr"), all_exprs())
+def test_grouping_labels_name_real_labels(
+    exported: dict[str, frozenset[str]], where: str, expr: str
+) -> None:
+    problems = grouping_problems(exported, expr)
+    assert not problems, f"{where}: {problems}"
+
+
+def test_grouping_check_finds_a_missing_label(exported: dict[str, frozenset[str]]) -> None:
+    """The check above would fail on the mistakes it is there for."""
+    good = "sum by (namespace, le) (rate(callrec_recorder_finalize_latency_seconds_bucket[5m]))"
+    assert grouping_problems(exported, good) == []
+    assert grouping_problems(exported, "sum by (reason) (callrec_ingest_ready)")
+    assert grouping_problems(exported, "sum by (le) (rate(callrec_ingest_connections_total[5m]))")
+    on = "callrec_ingest_ready * on (partition) group_left callrec_recorder_consumer_lag_records"
+    assert [p.split(":")[0] for p in grouping_problems(exported, on)] == ["on (partition)"]
+    assert grouping_problems(exported, "label_values(callrec_ingest_ready, call_id)")
+
+
 def test_alerts_cover_the_issue(exported: dict[str, frozenset[str]]) -> None:
     """Ingest errors, backpressure, recorder lag, finalize latency, analyzer failures."""
     exprs = " ".join(expr for _, expr in rule_exprs())
