@@ -145,7 +145,7 @@ def grouping_problems(exported: dict[str, frozenset[str]], expr: str) -> list[st
     raises no error, the panel or alert silently gets one series where it meant several."""
     problems: list[str] = []
 
-    def require(labels: list[str], node: object, what: str) -> None:
+    def require(labels: list[str], node: promql_parser.Expr, what: str) -> None:
         for selector in selectors_of(node):
             name = str(selector.name)
             for label in labels:
@@ -180,7 +180,7 @@ def grouping_problems(exported: dict[str, frozenset[str]], expr: str) -> list[st
     return problems
 
 
-def selectors_of(node: object) -> list[promql_parser.VectorSelector]:
+def selectors_of(node: promql_parser.Expr) -> list[promql_parser.VectorSelector]:
     found: list[promql_parser.VectorSelector] = []
 
     def visit(child: object) -> None:
