@@ -13,12 +13,12 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from callrec import simulator
-from callrec.settings import UpSettings
+from callrec.settings import IGNORED, UpSettings
 from callrec.up import Embedded
 from deploy.local import stack
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
@@ -44,7 +44,19 @@ from workers.store import LocalStore
 POD = "ingest-test"
 
 
-def up_settings(data_dir: Path, **overrides: Any) -> UpSettings:
+class ReadTrackingSettings(UpSettings):
+    """UpSettings that note every field the running process reads."""
+
+    fields_read: ClassVar[set[str]] = set()
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in type(self).model_fields:
+            type(self).fields_read.add(name)
+        return super().__getattribute__(name)
+
+
+def up_settings(data_dir: Path, settings_class: type[UpSettings] = UpSettings,
+                **overrides: Any) -> UpSettings:
     values: dict[str, Any] = {
         "up_data_dir": str(data_dir),
         "ingest_host": "127.0.0.1",
@@ -55,7 +67,7 @@ def up_settings(data_dir: Path, **overrides: Any) -> UpSettings:
         "recorder_commit_interval_s": 0.2,
     }
     values.update(overrides)
-    return UpSettings(**values)
+    return settings_class(**values)
 
 
 @contextlib.asynccontextmanager
@@ -101,7 +113,8 @@ async def local_transcripts(store: LocalStore, count: int, timeout: float = 120)
 async def test_up_records_a_stereo_call_sample_identical(data_dir: Path, tmp_path: Path) -> None:
     [call] = simulator.build_calls(data_dir / "stereo_diarization.wav", layout="oneway",
                                    call_id_prefix="up")
-    async with running_up(up_settings(tmp_path / "data")) as up:
+    ReadTrackingSettings.fields_read.clear()
+    async with running_up(up_settings(tmp_path / "data", ReadTrackingSettings)) as up:
         url = f"ws://127.0.0.1:{up.ingest.port}/v1/stream"
         report = await simulator.stream_call(url, call, realtime=False, token=TOKEN)
         assert report.completed
@@ -111,6 +124,10 @@ async def test_up_records_a_stereo_call_sample_identical(data_dir: Path, tmp_pat
     assert manifest.complete
     _, channels = wav_channels(store.get_bytes(key.replace("manifest.json", "audio.wav")))
     assert channels == [call.tracks["inbound"], call.tracks["outbound"]]
+    # docs/configuration.md says up ignores these variables: it never reads them.
+    read = ReadTrackingSettings.fields_read
+    assert {"ingest_port", "recorder_grace_ms", "analyzer_model", "up_data_dir"} <= read
+    assert not read & set(IGNORED["up"]), "read by up: remove from IGNORED['up']"
 
 
 def start_up(data: Path) -> tuple[subprocess.Popen[str], int]:
