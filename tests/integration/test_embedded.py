@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -143,6 +144,25 @@ def start_up(data: Path) -> tuple[subprocess.Popen[str], int]:
     raise AssertionError(f"callrec up exited with {proc.wait()}")
 
 
+def media_taken(port: int) -> int:
+    """Media messages ``callrec up`` has taken, from its ``/metrics``: each is counted as
+    ingest hands it to the local log, in the same step as the append."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(r'^callrec_ingest_messages_total\{event="media"\} (\S+)$', text,
+                      re.MULTILINE)
+    assert match, text
+    return int(float(match.group(1)))
+
+
+def kept_frames(recorded: bytes, source: bytes, frame: int = 960) -> int:
+    """How many 20 ms frames from the start of ``recorded`` are the source's, exactly."""
+    n = 0
+    while recorded[n * frame:(n + 1) * frame] == source[n * frame:(n + 1) * frame] != b"":
+        n += 1
+    return n
+
+
 async def test_kill_9_mid_call_then_restart_archives_the_audio_received_as_incomplete(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -154,7 +174,11 @@ async def test_kill_9_mid_call_then_restart_archives_the_audio_received_as_incom
         url = f"ws://127.0.0.1:{port}/v1/stream"
         streaming = asyncio.create_task(
             simulator.stream_call(url, call, realtime=True, token=TOKEN))
-        await asyncio.sleep(2.5)  # half the call
+        # Kill once 2 s of the 5 s call are in, right after reading how much ingest took:
+        # everything counted then was appended to the local log before the kill.
+        async with asyncio.timeout(30):
+            while (taken := await asyncio.to_thread(media_taken, port)) < 2 * 100:
+                await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(proc.wait)
         report = await streaming
@@ -179,10 +203,20 @@ async def test_kill_9_mid_call_then_restart_archives_the_audio_received_as_incom
     assert not manifest.complete
     assert "callrec restarted before the stream ended" in manifest.reason
     _, channels = wav_channels(store.get_bytes(key.replace("manifest.json", "audio.wav")))
-    received = len(channels[0])
-    assert 1.0 <= received / 48000 <= 4.0, "about half of the 5 s call was received"
-    assert channels[0] == call.tracks["inbound"][:received]
-    assert channels[1] == call.tracks["outbound"][:received]
+    [stream] = report.streams
+    # One connection carries both tracks, inbound then outbound in each 20 ms tick, so
+    # of the media messages ingest had taken, half (rounded up) were inbound.
+    taken_per_track = {"inbound": (taken + 1) // 2, "outbound": taken // 2}
+    for track, recorded in zip(simulator.TRACKS, channels, strict=True):
+        kept = kept_frames(recorded, call.tracks[track])
+        assert kept >= taken_per_track[track], (
+            f"{track}: {kept} frames kept, {taken_per_track[track]} taken before the kill")
+        assert kept <= len(stream.sent_chunks[track]), "no more than was sent"
+        # After the kept frames only the silence that pads a track to the other one's
+        # length: one frame, when the kill fell between a tick's inbound and outbound.
+        padding = recorded[kept * 960:]
+        assert padding == bytes(len(padding)) and len(padding) <= 960, track
+        assert manifest.counts[track].gaps == 0, "nothing missing inside what was kept"
 
 
 @pytest.fixture(scope="module")
