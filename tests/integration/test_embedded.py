@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -224,19 +226,48 @@ def whisper() -> WhisperTranscriber:
     return WhisperTranscriber(TranscriberConfig(cpu_threads=2))
 
 
+FAULTS = simulator.Faults(drop=0.03, duplicate=0.03, reorder=0.03, seed=11)
+"""Lost, repeated and swapped chunks, the same ones on both runs (drawn from the seed and
+the call id): the reorder, dedupe and gap-fill paths are compared too."""
+
+
+class SeededStreamIds:
+    """Stands in for the simulator's ``uuid`` module: stream ids (random UUIDs, as Wavix's)
+    drawn from a seed, restarted for each run. Stream ids are input like the audio: a
+    reason such as ``stream <id>: gaps, 7 chunks missing`` is part of the ``calls`` row."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self._draws = random.Random("parity stream ids")
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self._draws.getrandbits(128), version=4)
+
+
+@pytest.mark.parametrize("faults", [simulator.Faults(), FAULTS], ids=["clean", "faults"])
 async def test_both_backends_write_the_same_bytes_checksums_and_rows(
     kafka: stack.KafkaServer, minio: stack.MinioServer, media_topic: str, data_dir: Path,
-    tmp_path: Path, whisper: WhisperTranscriber,
+    tmp_path: Path, whisper: WhisperTranscriber, faults: simulator.Faults,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls = simulator.build_calls(data_dir / "stereo_diarization.wav", calls=2, layout="oneway",
                                   call_id_prefix="parity")
     wavix_time = time.time() - 3600  # the same Wavix event times on both runs
+    stream_ids = SeededStreamIds()
+    monkeypatch.setattr(simulator, "uuid", stream_ids)
+    sent: list[list[object]] = []
 
     async def send(url: str) -> None:
+        stream_ids.restart()
+        run: list[object] = []
         for call in calls:
             report = await simulator.stream_call(url, call, realtime=False, token=TOKEN,
-                                                 started_at=wavix_time)
+                                                 faults=faults, started_at=wavix_time)
             assert report.completed
+            run += [(s.stream_id, s.sent_chunks, s.dropped) for s in report.streams]
+        sent.append(run)
 
     async with running_up(up_settings(tmp_path / "data")) as up:
         await send(f"ws://127.0.0.1:{up.ingest.port}/v1/stream")
@@ -254,6 +285,7 @@ async def test_both_backends_write_the_same_bytes_checksums_and_rows(
         remote_keys = await wait_for_manifests(remote, len(calls))
         transcripts = await wait_for_transcripts(remote, len(calls))
 
+    assert sent[0] == sent[1], "both backends got the very same chunks, faults included"
     assert sorted(local_keys) == sorted(remote_keys)
     for key in transcripts:
         assert local.get_bytes(key) == remote.get_bytes(key), key
@@ -273,3 +305,11 @@ async def test_both_backends_write_the_same_bytes_checksums_and_rows(
                if "talk_ms" in row)
     assert without_jitter(local_rows) == without_jitter(remote_rows)
     assert any(row.get("text") for rows in local_rows for row in rows), "speech transcribed"
+    calls_rows = [row for rows in local_rows for row in rows if "wav_sha256" in row]
+    assert len(calls_rows) == len(calls)
+    repaired = ("gaps", "duplicates", "out_of_order")
+    if faults == FAULTS:
+        assert all(row[k] > 0 for row in calls_rows for k in repaired), calls_rows
+        assert not any(row["complete"] for row in calls_rows), "chunks are missing"
+    else:
+        assert all(row[k] == 0 for row in calls_rows for k in repaired), calls_rows
