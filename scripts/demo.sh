@@ -9,7 +9,10 @@
 # serving, so real Wavix streams can reach it; Ctrl-C stops it.
 #
 # Environment: CALLREC_UP_DATA_DIR (default ./callrec-data), CALLREC_INGEST_PORT
-# (default 8080; 0 = any free port), CALLREC_INGEST_TOKENS (default demo-token).
+# (default 8080; 0 = any free port), CALLREC_INGEST_TOKENS (comma-separated stream
+# tokens; unset = a random token for this run, printed with the stream_url: the
+# server listens on every interface, so a token anyone could guess would let anyone
+# record into it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +23,10 @@ python=${PYTHON:-python3}
 
 export CALLREC_UP_DATA_DIR=${CALLREC_UP_DATA_DIR:-$PWD/callrec-data}
 export CALLREC_INGEST_PORT=${CALLREC_INGEST_PORT:-8080}
-export CALLREC_INGEST_TOKENS=${CALLREC_INGEST_TOKENS:-demo-token}
+if [ -z "${CALLREC_INGEST_TOKENS:-}" ]; then
+  CALLREC_INGEST_TOKENS=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
+fi
+export CALLREC_INGEST_TOKENS
 export CALLREC_LOG_LEVEL=${CALLREC_LOG_LEVEL:-WARNING}
 token=${CALLREC_INGEST_TOKENS%%,*}
 mkdir -p "$CALLREC_UP_DATA_DIR"
@@ -65,5 +71,7 @@ echo "== callrec query"
   FROM calls c JOIN segments s USING (recording_id)
   WHERE c.call_id = '${call}-1' ORDER BY s.start_ms"
 
-echo "== Serving. Give Wavix stream_url=ws://<this host>:$port/v1/stream?token=$token (Ctrl-C stops)"
+echo "== Serving on port $port: stream_url=wss://<public host>/v1/stream?token=$token"
+echo "   Wavix needs that URL publicly reachable over TLS: a TLS proxy or a tunnel in front"
+echo "   of port $port. Ctrl-C stops."
 wait "$up_pid"
