@@ -6,7 +6,10 @@
 - :func:`speak` renders text with espeak-ng (deterministic), trimmed to its
   first and last non-silent sample, so the talk truth is the utterance length.
 - :func:`word_error_rate` with a small normalisation (case, punctuation).
-- :class:`FakeTranscriber` for tests that do not need the model.
+- :class:`FakeTranscriber` for tests that do not need the model, and
+  :class:`GatedTranscriber`, which holds each analysis until the test lets it
+  go (a backlog on demand, without depending on how fast the machine is).
+- :func:`noise` for deterministic low-level white noise.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import wave
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,3 +146,24 @@ class FakeTranscriber:
             return []
         start, end = int(loud[0]) // 16, (int(loud[-1]) + 16) // 16
         return [Segment(start, end, self.text, 0.9)]
+
+
+class GatedTranscriber(FakeTranscriber):
+    """A :class:`FakeTranscriber` whose every call waits until :attr:`gate` is set."""
+
+    def __init__(self, text: str = "hello there", *, release_within_s: float = 120) -> None:
+        super().__init__(text)
+        self.gate = threading.Event()
+        self.release_within_s = release_within_s
+
+    def transcribe(self, audio: npt.NDArray[np.float32]) -> list[Segment]:
+        if not self.gate.wait(self.release_within_s):
+            raise TimeoutError("the test never opened the gate")
+        return super().transcribe(audio)
+
+
+def noise(length_ms: int, rate: int, dbfs: float, seed: int) -> npt.NDArray[np.int16]:
+    """Gaussian white noise whose RMS is ``dbfs`` (full scale 32768), from a fixed seed."""
+    sigma = 32768 * 10 ** (dbfs / 20)
+    x = np.random.default_rng(seed).normal(0.0, sigma, length_ms * rate // 1000)
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)

@@ -5,6 +5,8 @@ then ``callrec query`` over the bucket.
 The calls: jfk.flac (word error rate), stereo_diarization.wav (each sentence on
 its own channel), espeak-ng utterances placed at known offsets (talk, silence
 and overtalk against the truth), and a call of digital silence (no text).
+
+Also: the consumer lag while a backlog is worked through (real Kafka).
 """
 
 from __future__ import annotations
@@ -29,7 +31,16 @@ from callrec.settings import AnalyzerSettings
 from deploy.local import stack
 from schemas import envelope
 from schemas.codecs import L16_24K
-from tests.analyzerutil import ms, place, speak, word_error_rate
+from tests.analyzerutil import (
+    GatedTranscriber,
+    archive_call,
+    ms,
+    noise,
+    pcm,
+    place,
+    speak,
+    word_error_rate,
+)
 from tests.integration.conftest import create_topics
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
 from tests.integration.recorderutil import (
@@ -41,7 +52,7 @@ from tests.integration.recorderutil import (
 )
 from workers.analyzer.analysis import analyze_recording, load_manifest
 from workers.analyzer.service import AnalyzerService
-from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber
+from workers.analyzer.transcribe import Transcriber, TranscriberConfig, WhisperTranscriber
 from workers.manifest import recording_event
 from workers.parquet import read_parquet
 from workers.store import S3Store
@@ -86,7 +97,7 @@ def analyzer_settings(kafka: stack.KafkaServer, minio: stack.MinioServer, record
 
 
 @contextlib.asynccontextmanager
-async def running_analyzer(settings: AnalyzerSettings, transcriber: WhisperTranscriber
+async def running_analyzer(settings: AnalyzerSettings, transcriber: Transcriber
                            ) -> AsyncIterator[AnalyzerService]:
     store = settings.open_store()
     await asyncio.to_thread(store.check)
@@ -116,6 +127,14 @@ async def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
 
 def metric(name: str, **labels: str) -> float:
     return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def lag_samples() -> dict[str, float]:
+    """callrec_analyzer_consumer_lag_records by partition."""
+    return {
+        s.labels["partition"]: s.value for m in prometheus_client.REGISTRY.collect()
+        if m.name == "callrec_analyzer_consumer_lag_records" for s in m.samples
+    }
 
 
 def espeak_call() -> tuple[simulator.SimulatedCall, dict[str, float]]:
@@ -292,3 +311,52 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
                 await asyncio.sleep(0.1)
     assert {o["Key"]: o["LastModified"]
             for o in store.client.list_objects_v2(Bucket=bucket)["Contents"]} == modified
+
+
+async def test_the_lag_counts_a_backlog_while_it_is_worked_through_and_returns_to_zero(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path,
+) -> None:
+    """Events published faster than the analyzer works (each analysis waits for the test to
+    let it go): the lag is every event not yet analysed, those that arrive while the
+    partitions are paused included (the broker's log end, not the last fetch's), in both
+    partitions; it returns to 0 when all are done."""
+    bucket = new_bucket(minio)
+    store = s3_store(minio, bucket)
+    topic = f"callrec.recordings.test-{uuid.uuid4().hex[:10]}"
+    await create_topics(kafka.bootstrap, topic, partitions=2)
+    gated = GatedTranscriber()
+    settings = analyzer_settings(kafka, minio, topic, bucket)
+    events = [
+        await asyncio.to_thread(archive_call, store, f"backlog-{i}",
+                                {"inbound": pcm(noise(500, RATE, -20.0, i))}, tmp_path)
+        for i in range(8)
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        async with running_analyzer(settings, gated) as service:
+            for i, event in enumerate(events[:6]):
+                await producer.send_and_wait(topic, envelope.encode(event),
+                                             key=event.call_id.encode(), partition=i % 2)
+            # One is being analysed, five wait (fetched or not): none is done.
+            async with asyncio.timeout(30):
+                while lag_samples() != {"0": 3, "1": 3}:
+                    await asyncio.sleep(0.1)
+            # Published while the partitions are paused: no fetch sees them, the broker does.
+            for event in events[6:]:
+                await producer.send_and_wait(topic, envelope.encode(event),
+                                             key=event.call_id.encode(), partition=0)
+            async with asyncio.timeout(30):
+                while lag_samples() != {"0": 5, "1": 3}:
+                    await asyncio.sleep(0.1)
+            assert service.analyzed == 0
+            gated.gate.set()
+            async with asyncio.timeout(60):
+                while service.analyzed < 8 or lag_samples() != {"0": 0, "1": 0}:
+                    await asyncio.sleep(0.1)
+        assert lag_samples() == {}, "a stopped analyzer leaves no partition behind"
+    finally:
+        gated.gate.set()
+        await producer.stop()
+    assert len(await wait_for_transcripts(store, 8, timeout=10)) == 8
+

@@ -198,3 +198,74 @@ async def test_the_service_on_the_local_bus_commits_after_writing_and_skips_pois
     assert store.exists("recordings/call-a-0/transcript.json")
     assert bus.log("recordings").committed("analyzer") == 3, "past the poison and the call"
     bus.close()
+
+
+def lag_samples() -> dict[str, float]:
+    """callrec_analyzer_consumer_lag_records by partition label."""
+    import prometheus_client
+
+    return {
+        s.labels["partition"]: s.value for m in prometheus_client.REGISTRY.collect()
+        if m.name == "callrec_analyzer_consumer_lag_records" for s in m.samples
+    }
+
+
+async def test_the_lag_counts_the_backlog_being_worked_through_and_goes_with_the_partition(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from callrec.bus.local import LocalBus, LocalConsumer, LocalProducer
+    from schemas import envelope
+    from tests.analyzerutil import GatedTranscriber
+    from workers.analyzer.service import AnalyzerService
+
+    bus = LocalBus(tmp_path / "bus")
+    producer = LocalProducer(bus)
+    gated = GatedTranscriber()
+    service = AnalyzerService(consumer=LocalConsumer(bus, "analyzer"), store=store,
+                              transcriber=gated, config=CONFIG, recordings_topic="recordings",
+                              poll_interval_s=0.05, lag_interval_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        for i in range(3):
+            event = two_party(store, tmp_path, f"lag-{i}")
+            await producer.send_and_wait("recordings", envelope.encode(event), key=b"k")
+        # The first is being analysed, the other two wait: none is done, all three count.
+        async with asyncio.timeout(20):
+            while lag_samples() != {"0": 3}:
+                await asyncio.sleep(0.02)
+        gated.gate.set()
+        async with asyncio.timeout(20):
+            while service.analyzed < 3 or lag_samples() != {"0": 0}:
+                await asyncio.sleep(0.02)
+        # Revoked: the label goes (the new owner reports it) and is not set again.
+        service.on_revoked({TopicPartition("recordings", 0)})
+        assert lag_samples() == {}
+        await service.report_lag()
+        assert lag_samples() == {}
+    finally:
+        gated.gate.set()
+        stop.set()
+        await task
+    # A process that stops leaves no label behind either.
+    again = AnalyzerService(consumer=LocalConsumer(bus, "analyzer"), store=store,
+                            transcriber=gated, config=CONFIG, recordings_topic="recordings",
+                            lag_interval_s=0.05)
+    await producer.send_and_wait("recordings", envelope.encode(two_party(store, tmp_path, "l3")),
+                                 key=b"k")
+    stop = asyncio.Event()
+    task = asyncio.create_task(again.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while again.analyzed < 1 or lag_samples() != {"0": 0}:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+        bus.close()
+    assert lag_samples() == {}
+

@@ -35,7 +35,8 @@ QUEUE_DEPTH = Gauge(
 )
 CONSUMER_LAG = Gauge(
     "callrec_analyzer_consumer_lag_records",
-    "Records between our committed position and the log end",
+    "Recording events not yet analysed: from this process's position (the event being "
+    "analysed, else the oldest queued) to the log end, per owned partition",
     ["partition"],
 )
 PAUSED = Gauge("callrec_analyzer_paused", "1 while partitions are paused (archive failing)")

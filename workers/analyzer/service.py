@@ -32,6 +32,17 @@ Failures (``callrec_analyzer_failures_total{reason}``):
   such recordings up again later (they have no transcript).
 - ``bad_record``: an undecodable event is skipped at once.
 
+Consumer lag (``callrec_analyzer_consumer_lag_records{partition}``), reported
+every ``lag_interval_s`` whatever the loop is doing, for each partition this
+process owns: from our position (the event being analysed, else the oldest one
+fetched and queued, else the one after the last fetched) to the log end. While
+events are being worked through the partitions are paused and not fetched, so
+the log end is asked of the broker (``Consumer.end_offsets``); when idle the
+high-water mark of the fetches is fresh. A partition's label is removed when it
+is revoked: its new owner reports it, and the alert sums over pods. A partition
+assigned while a recording is analysed is fetched once (its events queue behind
+the batch) so that its position, and so its lag, is known.
+
 SIGTERM: stop taking events, let the recording in progress finish for up to
 ``shutdown_grace_s``, commit it, leave the group. An analysis still running
 then is abandoned (its thread is a daemon); the next owner redoes it.
@@ -70,6 +81,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+LAG_INTERVAL_S = 1.0
+"""How often the consumer lag is reported."""
+END_OFFSETS_TIMEOUT_S = 2.0
+"""How long the lag report waits for the broker's end offsets before using the last fetch's."""
 T = TypeVar("T")
 
 
@@ -129,6 +144,7 @@ class AnalyzerService:
         max_attempts: int = 3,
         shutdown_grace_s: float = 30.0,
         poll_interval_s: float = 1.0,
+        lag_interval_s: float = LAG_INTERVAL_S,
     ) -> None:
         self.consumer = consumer
         self.store = store
@@ -138,8 +154,17 @@ class AnalyzerService:
         self.max_attempts = max_attempts
         self.shutdown_grace_s = shutdown_grace_s
         self.poll_interval_s = poll_interval_s
+        self.lag_interval_s = lag_interval_s
         self._pending: collections.deque[tuple[TopicPartition, Message]] = collections.deque()
-        self._next: dict[TopicPartition, int] = {}
+        self._owned: set[TopicPartition] = set()
+        """Partitions assigned to us and not revoked since (from the rebalance listener)."""
+        self._read: dict[TopicPartition, int] = {}
+        """Per owned partition, the offset after the last event fetched."""
+        self._current: tuple[TopicPartition, int] | None = None
+        """Partition and offset of the event being handled."""
+        self._lag_partitions: set[int] = set()
+        """Partitions whose lag label this process has set."""
+        self._end_offsets_failing = False
         self.started = False
         self.analyzed = 0
         """Recordings this process analysed or skipped (tests and benchmarks wait on it)."""
@@ -178,28 +203,50 @@ class AnalyzerService:
         self.consumer.subscribe([self.recordings_topic], listener=_Rebalance(self))
         await self.consumer.start()
         self.started = True
+        lag_reports = asyncio.create_task(self._report_lag_periodically(),
+                                          name="callrec-analyzer-lag")
         try:
             while not stop.is_set():
                 if not self._pending:
                     await self._fetch(timeout_ms=200)
-                    self._report_lag()
                     continue
                 tp, message = self._pending.popleft()
                 metrics.QUEUE_DEPTH.set(len(self._pending))
                 if tp not in self.consumer.assignment():
                     continue  # revoked meanwhile: the new owner reads it
-                await self._handle(tp, message, stop)
+                self._current = (tp, message.offset)
+                try:
+                    await self._handle(tp, message, stop)
+                finally:
+                    self._current = None
         finally:
+            lag_reports.cancel()
+            await asyncio.gather(lag_reports, return_exceptions=True)
             self.started = False
             self._pending.clear()
+            self._owned.clear()
+            self._read.clear()
+            for partition in self._lag_partitions:
+                metrics.CONSUMER_LAG.remove(str(partition))
+            self._lag_partitions.clear()
             metrics.QUEUE_DEPTH.set(0)
             await self.consumer.stop()
 
     async def _fetch(self, timeout_ms: int) -> None:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=100)
         for tp, messages in batches.items():
-            self._pending.extend((tp, m) for m in messages)
+            if messages:
+                self._pending.extend((tp, m) for m in messages)
+                self._read[tp] = messages[-1].offset + 1
         metrics.QUEUE_DEPTH.set(len(self._pending))
+
+    def _pause_known(self) -> None:
+        """Pause every owned partition we have a position for. One assigned meanwhile is
+        left to be fetched once: its events queue behind the batch (at most one fetch's
+        worth), and its position, so its lag, becomes known."""
+        known = [tp for tp in self.consumer.assignment() if tp in self._read]
+        if known:
+            self.consumer.pause(*known)
 
     # -- one event ---------------------------------------------------------------------
 
@@ -253,7 +300,7 @@ class AnalyzerService:
     async def _analyze(self, record: envelope.RecordingFinished,
                        stop: asyncio.Event) -> AnalysisResult:
         """analyze_recording in a thread, partitions paused, the consumer kept polled."""
-        self.consumer.pause(*self.consumer.assignment())
+        self._pause_known()
         work = asyncio.ensure_future(run_in_daemon_thread(
             lambda: analyze_recording(self.store, record, self.transcriber, self.config)
         ))
@@ -271,7 +318,7 @@ class AnalyzerService:
                         raise _Abandoned
                 # Paused partitions return nothing, but polling keeps our group membership.
                 await self._fetch(timeout_ms=0)
-                self.consumer.pause(*self.consumer.assignment())
+                self._pause_known()
             return work.result()
         finally:
             # Everything we own now, including partitions assigned while we worked.
@@ -299,7 +346,6 @@ class AnalyzerService:
     # -- offsets -----------------------------------------------------------------------
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        self._next[tp] = offset
         if tp not in self.consumer.assignment():
             return  # revoked while we worked: the output is written, the owner skips it
         try:
@@ -308,17 +354,67 @@ class AnalyzerService:
             log.warning("commit of %s[%d]@%d failed (the event will be seen again, and "
                         "skipped): %r", tp.topic, tp.partition, offset, exc)
 
-    def _report_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            end = self.consumer.highwater(tp)
-            done = self._next.get(tp)
-            if end is not None and done is not None:
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - done))
+    # -- lag ---------------------------------------------------------------------------
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The offset of the first event of ``tp`` this process has not finished: the one
+        being analysed, else the oldest one queued, else the one after the last fetched.
+        None before the first fetch from ``tp`` since it was assigned."""
+        if self._current is not None and self._current[0] == tp:
+            return self._current[1]
+        return next((m.offset for t, m in self._pending if t == tp), self._read.get(tp))
+
+    async def _report_lag_periodically(self) -> None:
+        while True:
+            await self.report_lag()
+            await asyncio.sleep(self.lag_interval_s)
+
+    async def report_lag(self) -> None:
+        """Set ``callrec_analyzer_consumer_lag_records`` for each owned partition whose
+        position is known, and remove the labels of the others."""
+        asked: dict[TopicPartition, int] = {}
+        owned = self._owned & self.consumer.assignment()
+        if owned and (self._current is not None or self._pending):
+            # Busy: the partitions are paused, and a paused partition's high-water mark is
+            # that of the last fetch, before the backlog piled up. Ask the broker.
+            try:
+                async with asyncio.timeout(END_OFFSETS_TIMEOUT_S):
+                    asked = await self.consumer.end_offsets(sorted(owned))
+            except (TimeoutError, KafkaError) as exc:
+                if not self._end_offsets_failing:
+                    log.warning("end offsets of %s unavailable, lag from the last fetch: %r",
+                                self.recordings_topic, exc)
+                self._end_offsets_failing = True
+            else:
+                self._end_offsets_failing = False
+        reported: set[int] = set()
+        for tp in self._owned & self.consumer.assignment():  # again: a rebalance may have run
+            end = asked.get(tp)
+            if end is None:
+                end = self.consumer.highwater(tp)
+            read = self.position(tp)
+            if end is not None and read is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - read))
+                reported.add(tp.partition)
+        for partition in self._lag_partitions - reported:
+            metrics.CONSUMER_LAG.remove(str(partition))
+        self._lag_partitions = reported
+
+    # -- rebalancing -------------------------------------------------------------------
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owned |= assigned
+        log.info("partitions %s assigned", sorted(tp.partition for tp in assigned))
 
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._pending = collections.deque((tp, m) for tp, m in self._pending if tp not in revoked)
+        self._owned -= revoked
         for tp in revoked:
-            self._next.pop(tp, None)
+            self._read.pop(tp, None)
+            # The new owner reports this partition's lag; a value left here would be summed
+            # with it (CallrecAnalyzerLag sums over pods) and never change again.
+            metrics.CONSUMER_LAG.remove(str(tp.partition))
+            self._lag_partitions.discard(tp.partition)
         metrics.QUEUE_DEPTH.set(len(self._pending))
         log.info("partitions %s revoked", sorted(tp.partition for tp in revoked))
 
@@ -336,5 +432,5 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions %s assigned", sorted(tp.partition for tp in assigned))
+        self.service.on_assigned(assigned)
 
