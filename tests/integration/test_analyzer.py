@@ -4,7 +4,10 @@ then ``callrec query`` over the bucket.
 
 The calls: jfk.flac (word error rate), stereo_diarization.wav (each sentence on
 its own channel), espeak-ng utterances placed at known offsets (talk, silence
-and overtalk against the truth), and a call of digital silence (no text).
+and overtalk against the truth), a call of low-level white noise (no text), and
+stereo_diarization.wav streamed with dropped, duplicated and reordered chunks
+(the network figures of the metrics table). A recording whose WAV does not match
+its manifest fails as ``bad_audio``.
 
 Also: the consumer lag while a backlog is worked through (real Kafka).
 """
@@ -137,6 +140,10 @@ def lag_samples() -> dict[str, float]:
     }
 
 
+NOISE_DBFS = -60.0
+FAULTS = simulator.Faults(drop=0.03, duplicate=0.03, reorder=0.03, seed=11)
+
+
 def espeak_call() -> tuple[simulator.SimulatedCall, dict[str, float]]:
     """Two parties, speech at known offsets with 0.5 s of overtalk, and the truth."""
     first = speak("the quarterly report is ready for review")
@@ -179,12 +186,23 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
     [jfk] = simulator.build_calls(data_dir / "jfk.flac", channel="inbound", call_id_prefix="jfk")
     [stereo] = simulator.build_calls(data_dir / "stereo_diarization.wav", call_id_prefix="stereo")
     talk, truth = espeak_call()
-    quiet = bytes(RATE * 2 * 5)  # 5 s of digital silence per track
-    silence = simulator.SimulatedCall("silence-1", {"inbound": quiet, "outbound": quiet}, "both")
-    calls = [jfk, stereo, talk, silence]
-    analyzed_before = metric("callrec_analyzer_recordings_total", outcome="analyzed")
+    # Low-level white noise, as a quiet line carries: not digital zeros, which any VAD passes.
+    hiss = {t: pcm(noise(5000, RATE, NOISE_DBFS, seed)) for t, seed in (("inbound", 1),
+                                                                        ("outbound", 2))}
+    silence = simulator.SimulatedCall("silence-1", hiss, "both")
+    [faulty] = simulator.build_calls(data_dir / "stereo_diarization.wav", call_id_prefix="faulty")
+    calls = [jfk, stereo, talk, silence, faulty]
+    rtf_count = "callrec_analyzer_transcription_rtf_count"
+    before = {"analyzed": metric("callrec_analyzer_recordings_total", outcome="analyzed"),
+              "failed": metric("callrec_analyzer_recordings_total", outcome="failed"),
+              "rtf": metric(rtf_count)}
     failures_before = {r: metric("callrec_analyzer_failures_total", reason=r)
-                       for r in ("bad_record", "not_found")}
+                       for r in ("bad_record", "not_found", "bad_audio")}
+    # A recording archived by the recorder's code whose WAV was then damaged: bad_audio.
+    broken = await asyncio.to_thread(archive_call, store, "broken-1",
+                                     {"inbound": pcm(noise(1000, RATE, -20.0, 3))}, tmp_path)
+    await asyncio.to_thread(store.put_bytes, "recordings/broken-1-0/audio.wav",
+                            b"RIFF\x00\x00\x00\x00WAVEjunk", "audio/wav")
     # Poison ahead of the real events, in their partitions (same keys): skipped, not blocking.
     await publish(kafka.bootstrap, analyzer.kafka_recordings_topic, [
         (b"jfk-1", b"not an envelope"),
@@ -192,21 +210,33 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
             call_id="ghost", part=0, recording_id="ghost-0", wav_uri="", manifest_uri="",
             tracks=["inbound"], codec="L16/24000", start_ns=0, duration_ms=0, complete=True,
             reason="", wav_sha256=""))),
+        (b"broken-1", envelope.encode(broken)),
     ])
 
+    reports = {}
     async with (running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
                 running_recorder(recorder), running_analyzer(analyzer, transcriber)):
         for call in calls:
-            report = await simulator.stream_call(stream_url(ingest, None), call, realtime=False,
-                                                 token=TOKEN)
-            assert report.completed
+            reports[call.call_id] = await simulator.stream_call(
+                stream_url(ingest, None), call, realtime=False, token=TOKEN,
+                faults=FAULTS if call is faulty else simulator.Faults())
+            assert reports[call.call_id].completed
         keys = await wait_for_transcripts(store, len(calls))
+        async with asyncio.timeout(60):  # the two that fail have no transcript
+            while metric("callrec_analyzer_recordings_total", outcome="failed") < (
+                    before["failed"] + 2):
+                await asyncio.sleep(0.1)
     assert len(keys) == len(calls)
-    assert metric("callrec_analyzer_recordings_total", outcome="analyzed") - analyzed_before == 4
+    assert not store.exists("recordings/broken-1-0/transcript.json")
+    assert {
+        "analyzed": metric("callrec_analyzer_recordings_total", outcome="analyzed"),
+        "failed": metric("callrec_analyzer_recordings_total", outcome="failed"),
+        "rtf": metric(rtf_count),
+    } == {"analyzed": before["analyzed"] + 5, "failed": before["failed"] + 2,
+          "rtf": before["rtf"] + 5}
     assert {r: metric("callrec_analyzer_failures_total", reason=r) - n
-            for r, n in failures_before.items()} == {"bad_record": 1, "not_found": 1}
-    assert prometheus_client.REGISTRY.get_sample_value(
-        "callrec_analyzer_transcription_rtf_count") >= 4
+            for r, n in failures_before.items()} == {"bad_record": 1, "not_found": 1,
+                                                     "bad_audio": 1}
 
     # jfk.flac: word error rate against the reference.
     jfk_segments = table_rows(store, "segments", "jfk-1-0")
@@ -247,16 +277,37 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
     espeak_segments = table_rows(store, "segments", "espeak-1-0")
     assert {s["track"] for s in espeak_segments} == {"inbound", "outbound"}
 
-    # Digital silence: no text at all.
-    assert store.list_keys("tables/segments/") and not [
-        k for k in store.list_keys("tables/segments/") if k.endswith("/silence-1-0.parquet")
-        and read_parquet(store.get_bytes(k)).num_rows
-    ]
+    # -60 dBFS white noise: no text at all, no talk, and the level is the noise's.
+    assert table_rows(store, "segments", "silence-1-0") == []
     doc = json.loads(store.get_bytes("recordings/silence-1-0/transcript.json"))
     assert doc["segments"] == [] and all(t["text"] == "" for t in doc["tracks"])
     silent = {m["track"]: m for m in table_rows(store, "metrics", "silence-1-0")}
     assert silent["call"]["talk_ms"] == 0 and silent["call"]["silence_ms"] == 5000
-    assert silent["call"]["rms_dbfs"] is None
+    assert all(abs(silent[t]["rms_dbfs"] - NOISE_DBFS) < 0.5 for t in silent), silent
+
+    # Dropped, duplicated and reordered chunks: the metrics table carries the recorder's
+    # counts (manifest) per track, and the call row the calls row's sums.
+    manifest = load_manifest(store, "recordings/faulty-1-0/manifest.json", "faulty-1-0")
+    network = {m["track"]: (m["gaps"], m["duplicates"], m["out_of_order"])
+               for m in table_rows(store, "metrics", "faulty-1-0")}
+    [sent] = reports["faulty-1"].streams
+    for t in ("inbound", "outbound"):
+        counts = manifest.counts[t]
+        assert network[t] == (counts.gaps, counts.duplicates, counts.out_of_order)
+        assert network[t][1] == len(sent.sent_chunks[t]) - len(set(sent.sent_chunks[t]))
+        # A hole is a run of dropped chunks with audio on both sides.
+        dropped, received = set(sent.dropped[t]), set(sent.sent_chunks[t])
+        holes = {c for c in dropped if c - 1 not in dropped and min(received) < c < max(received)}
+        assert network[t][0] == len(holes), sorted(dropped)
+        assert all(n > 0 for n in network[t]), network
+    [calls_row] = table_rows(store, "calls", "faulty-1-0")
+    assert network["call"] == (calls_row["gaps"], calls_row["duplicates"],
+                               calls_row["out_of_order"])
+    assert network["call"] == tuple(map(sum, zip(network["inbound"], network["outbound"],
+                                                 strict=True)))
+    with capsys.disabled():
+        print(f"faulty-1 network figures {network}; dropped "
+              f"{ {t: len(c) for t, c in sent.dropped.items()} }")
 
     # callrec query over the bucket.
     for name, value in (("ARCHIVE_URI", f"s3://{bucket}"), ("S3_ENDPOINT_URL", minio.endpoint),
@@ -271,7 +322,8 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
         return result
 
     assert query("SELECT call_id FROM calls ORDER BY call_id") == [
-        {"call_id": c} for c in ("espeak-1", "jfk-1", "silence-1", "stereo-1")
+        {"call_id": c} for c in ("broken-1", "espeak-1", "faulty-1", "jfk-1", "silence-1",
+                                 "stereo-1")
     ]
     assert query("SELECT call_id, count(*) AS n FROM segments GROUP BY call_id "
                  "HAVING call_id = 'silence-1'") == []
@@ -289,7 +341,7 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
 
     # Idempotent: analysing again writes the same bytes at the same keys, adds no row.
     before = {k: store.get_bytes(k) for k in store.list_keys("")}
-    for rec_id in ("jfk-1-0", "stereo-1-0", "espeak-1-0", "silence-1-0"):
+    for rec_id in ("jfk-1-0", "stereo-1-0", "espeak-1-0", "silence-1-0", "faulty-1-0"):
         manifest = load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
         result = await asyncio.to_thread(
             analyze_recording, store, recording_event(store, manifest), transcriber,
@@ -307,7 +359,7 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
     replay = analyzer.model_copy(update={"analyzer_group_id": "replay-" + uuid.uuid4().hex[:6]})
     async with running_analyzer(replay, transcriber):
         async with asyncio.timeout(60):
-            while metric("callrec_analyzer_recordings_total", outcome="skipped") < skipped + 4:
+            while metric("callrec_analyzer_recordings_total", outcome="skipped") < skipped + 5:
                 await asyncio.sleep(0.1)
     assert {o["Key"]: o["LastModified"]
             for o in store.client.list_objects_v2(Bucket=bucket)["Contents"]} == modified
