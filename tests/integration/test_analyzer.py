@@ -9,7 +9,8 @@ stereo_diarization.wav streamed with dropped, duplicated and reordered chunks
 (the network figures of the metrics table). A recording whose WAV does not match
 its manifest fails as ``bad_audio``.
 
-Also: the consumer lag while a backlog is worked through (real Kafka).
+Also: the consumer lag while a backlog is worked through (real Kafka), and
+``callrec analyzer --backfill`` as a process against MinIO.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -412,3 +415,49 @@ async def test_the_lag_counts_a_backlog_while_it_is_worked_through_and_returns_t
         await producer.stop()
     assert len(await wait_for_transcripts(store, 8, timeout=10)) == 8
 
+
+def test_backfill_as_a_process_against_minio(
+    minio: stack.MinioServer, data_dir: Path, tmp_path: Path,
+) -> None:
+    """``callrec analyzer --backfill`` analyses what the archive lacks, exits 0; run again,
+    it skips what is done, and exits 1 listing a recording it cannot analyse."""
+    bucket = new_bucket(minio)
+    store = s3_store(minio, bucket)
+    [jfk] = simulator.build_calls(data_dir / "jfk.flac", channel="inbound", call_id_prefix="jfk")
+    [stereo] = simulator.build_calls(data_dir / "stereo_diarization.wav", call_id_prefix="st")
+    for call in (jfk, stereo):
+        archive_call(store, call.call_id, call.tracks, tmp_path)
+    exe = Path(sys.executable).with_name("callrec")
+    assert exe.is_file(), f"{exe}: the callrec console script of this environment"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CALLREC_ARCHIVE_URI": f"s3://{bucket}",
+           "CALLREC_S3_ENDPOINT_URL": minio.endpoint,
+           "CALLREC_S3_ACCESS_KEY_ID": minio.access_key,
+           "CALLREC_S3_SECRET_ACCESS_KEY": minio.secret_key, "CALLREC_ANALYZER_CPU_THREADS": "2"}
+
+    def backfill() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), "analyzer", "--backfill", "--no-progress"], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    first = backfill()
+    assert first.returncode == 0, first.stderr
+    assert "backfill: 2 recordings, 2 analysed, 0 already done, 0 failed" in first.stderr
+    jfk_text = " ".join(s["text"] for s in sorted(table_rows(store, "segments", "jfk-1-0"),
+                                                  key=lambda s: s["start_ms"]))
+    assert word_error_rate(JFK, jfk_text) <= 0.15, jfk_text
+    assert {m["track"] for m in table_rows(store, "metrics", "st-1-0")} == {
+        "inbound", "outbound", "call"}
+    for rec_id in ("jfk-1-0", "st-1-0"):
+        doc = json.loads(store.get_bytes(f"recordings/{rec_id}/transcript.json"))
+        assert doc["recording_id"] == rec_id and doc["segments"]
+    done = {o["Key"]: o["LastModified"]
+            for o in store.client.list_objects_v2(Bucket=bucket)["Contents"]}
+
+    archive_call(store, "bad", {"inbound": pcm(noise(1000, RATE, -20.0, 4))}, tmp_path)
+    store.put_bytes("recordings/bad-0/audio.wav", b"not a wav", "audio/wav")
+    second = backfill()
+    assert second.returncode == 1, second.stderr
+    assert "backfill: 3 recordings, 0 analysed, 2 already done, 1 failed" in second.stderr
+    assert "failed: bad-0 (bad_audio)" in second.stderr
+    after = {o["Key"]: o["LastModified"]
+             for o in store.client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {k: after[k] for k in done} == done, "what was done is not written again"

@@ -23,7 +23,7 @@ from workers.analyzer.analysis import (
 from workers.analyzer.backfill import archived_recordings, backfill
 from workers.analyzer.transcribe import Segment, Word, split_at_pauses
 from workers.parquet import read_parquet
-from workers.store import LocalStore
+from workers.store import LocalStore, StoredObject
 
 RATE = 24000
 CONFIG = AnalysisConfig()
@@ -268,4 +268,51 @@ async def test_the_lag_counts_the_backlog_being_worked_through_and_goes_with_the
         await task
         bus.close()
     assert lag_samples() == {}
+
+
+class InterruptedStore(LocalStore):
+    """A LocalStore whose write of ``key`` is interrupted, as Ctrl-C or a kill would."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        super().__init__(root)
+        self.key = key
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        if key == self.key:
+            raise KeyboardInterrupt
+        return super().put_bytes(key, data, content_type)
+
+
+def test_an_interrupted_backfill_started_again_does_only_the_rest_and_adds_no_row(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    from callrec import query
+
+    for i in range(5):
+        two_party(store, tmp_path, f"rs-{i}")
+    # Stopped in the middle of the third recording: its rows are written, not its transcript.
+    interrupted = InterruptedStore(store.root, "recordings/rs-2-0/transcript.json")
+    first = FakeTranscriber()
+    with pytest.raises(KeyboardInterrupt):
+        backfill(interrupted, first, CONFIG, progress=False)
+    assert first.calls == 6, "three recordings of two tracks reached the model"
+    assert store.exists("tables/metrics/date=2025-11-24/rs-2-0.parquet")
+    assert not store.exists("recordings/rs-2-0/transcript.json")
+    done = {k: store.get_bytes(k) for k in store.list_keys("") if "/rs-0-0" in k or "/rs-1-0" in k}
+
+    again = FakeTranscriber()
+    report = backfill(store, again, CONFIG, progress=False)
+    assert (report.selected, report.analyzed, report.skipped, report.failed) == (5, 3, 2, {})
+    assert again.calls == 6, "only rs-2, rs-3 and rs-4 were transcribed"
+    assert {k: store.get_bytes(k) for k in done} == done
+    con = query.connect(str(store.root))
+    try:
+        assert query.run(con, "SELECT recording_id, track, count(*) FROM metrics "
+                              "GROUP BY ALL HAVING count(*) > 1")[1] == []
+        assert query.run(con, "SELECT count(*), count(DISTINCT recording_id) FROM metrics"
+                         )[1] == [(15, 5)]
+        assert query.run(con, "SELECT count(*) FROM segments")[1] == [(10,)]
+    finally:
+        con.close()
+    assert all(store.exists(f"recordings/rs-{i}-0/transcript.json") for i in range(5))
 

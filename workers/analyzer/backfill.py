@@ -18,6 +18,11 @@ same keys, the same bytes, never a duplicate row.
 
 A recording that cannot be analysed is reported and skipped; a store that
 stays unreachable aborts the run (rerun it later).
+
+A batch job serves no ``/metrics``: it reports on stderr (a tqdm progress bar,
+a log line per failure or retry, and the summary ``callrec analyzer --backfill``
+prints from the :class:`BackfillReport`). The analyzer's counters are still
+incremented, for a caller that embeds it in a scraped process.
 """
 
 from __future__ import annotations
