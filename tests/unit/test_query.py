@@ -117,3 +117,137 @@ def test_the_command_line(archive: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["query", "--archive", str(archive), "SELECT nope FROM calls"]) == 1
     assert "nope" in capsys.readouterr().err
     assert main(["query", "--archive", str(archive / "missing"), "SELECT 1"]) == 1
+
+
+def test_table_csv_and_sql_from_stdin_through_the_command_line(
+    archive: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sql = "SELECT call_id, track, talk_ms FROM metrics WHERE call_id = 'q-1' ORDER BY track"
+    assert main(["query", "--archive", str(archive), "--format", "table", sql]) == 0
+    assert capsys.readouterr().out == (
+        "call_id  track     talk_ms\n"
+        "-------  --------  -------\n"
+        "q-1      call         4500\n"
+        "q-1      inbound      2000\n"
+        "q-1      outbound     3000\n"
+        "(3 rows)\n"
+    )
+    assert main(["query", "--archive", str(archive), "--format", "csv",
+                 "SELECT call_id, tracks, incomplete_reason, duration_ms FROM calls "
+                 "ORDER BY call_id"]) == 0
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [
+        ["call_id", "tracks", "incomplete_reason", "duration_ms"],
+        ["q-0", '["inbound", "outbound"]', "", "6000"],
+        ["q-1", '["inbound", "outbound"]', "", "6000"],
+        ["q-new", '["inbound"]', "", "1000"],
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        "SELECT speaker, text\nFROM segments\nWHERE call_id = 'q-1'\nORDER BY speaker;\n"
+    ))
+    assert main(["query", "--archive", str(archive), "--format", "json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"speaker": "agent", "text": "the horizon seems distant"},
+        {"speaker": "caller", "text": "the horizon seems distant"},
+    ]
+
+
+# -- the example queries of docs/analytics.md, on rows whose answers are known ----------
+
+
+def doc_example(intro: str) -> str:
+    """The SQL of the docs/analytics.md example whose introduction starts with ``intro``."""
+    match = re.search(re.escape(intro) + r"[^`]*```sql\n(.*?)```", DOCS.read_text(), re.S)
+    assert match, f"no example after {intro!r} in {DOCS}"
+    return match.group(1)
+
+
+def metric_row(rec_id: str, track: str, talk_ms: int, silence_ms: int, overtalk_ms: int = 0,
+               interruptions: int = 0) -> dict[str, object]:
+    return {"call_id": rec_id[:-2], "part": 0, "recording_id": rec_id, "track": track,
+            "talk_ms": talk_ms, "silence_ms": silence_ms, "overtalk_ms": overtalk_ms,
+            "interruptions": interruptions, "longest_monologue_ms": talk_ms,
+            "words_per_minute": None, "rms_dbfs": -20.0, "peak_dbfs": -6.0,
+            "clipping_ratio": 0.0, "gaps": 0, "duplicates": 0, "out_of_order": 0,
+            "jitter_ms": None}
+
+
+def segment_rows(rec_id: str, spans: list[tuple[str, int, int]]) -> list[dict[str, object]]:
+    index = {"inbound": 0, "outbound": 0}
+    out = []
+    for side, start, end in spans:
+        out.append({"call_id": rec_id[:-2], "part": 0, "recording_id": rec_id, "track": side,
+                    "speaker": {"inbound": "caller", "outbound": "agent"}[side],
+                    "segment": index[side], "start_ms": start, "end_ms": end, "text": "words",
+                    "confidence": 0.9})
+        index[side] += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def constructed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """metrics and segments rows written by the project's Parquet writer at the analyzer's keys.
+
+    d1 and d2 on 2025-11-24, d3 on 2025-11-25 (10 s calls)::
+
+        d1  talk 6000 (caller 4000, agent 3000, overtalk 1000), segments 0-1000 caller,
+            500-3000 agent, 9000-9500 caller: a 6 s pause after 3000
+        d2  talk 3000, silence 7000, segments 0-1000 and 6000-7000: a 5 s pause
+        d3  talk 9000, overtalk 2500; a caller segment 0-8000 covers the agent's 2000-2500,
+            so 2500 -> 8200 is no pause (the caller talks until 8000)
+    """
+    from schemas.tables import table_key
+    from workers.parquet import rows_to_parquet
+
+    root = tmp_path_factory.mktemp("examples")
+    store = LocalStore(root)
+    store.check()
+    calls = {
+        ("2025-11-24", "d1-0"): (
+            [metric_row("d1-0", "inbound", 4000, 6000, interruptions=0),
+             metric_row("d1-0", "outbound", 3000, 7000, interruptions=1),
+             metric_row("d1-0", "call", 6000, 4000, 1000, 1)],
+            [("inbound", 0, 1000), ("outbound", 500, 3000), ("inbound", 9000, 9500)]),
+        ("2025-11-24", "d2-0"): (
+            [metric_row("d2-0", "inbound", 3000, 7000),
+             metric_row("d2-0", "call", 3000, 7000)],
+            [("inbound", 0, 1000), ("inbound", 6000, 7000)]),
+        ("2025-11-25", "d3-0"): (
+            [metric_row("d3-0", "inbound", 8000, 2000),
+             metric_row("d3-0", "outbound", 3500, 6500, interruptions=2),
+             metric_row("d3-0", "call", 9000, 1000, 2500, 2)],
+            [("inbound", 0, 8000), ("outbound", 2000, 2500), ("outbound", 8200, 9000)]),
+    }
+    for (date, rec_id), (metrics, spans) in calls.items():
+        store.put_bytes(table_key("metrics", date, rec_id), rows_to_parquet("metrics", metrics),
+                        "application/vnd.apache.parquet")
+        store.put_bytes(table_key("segments", date, rec_id),
+                        rows_to_parquet("segments", segment_rows(rec_id, spans)),
+                        "application/vnd.apache.parquet")
+    return root
+
+
+def test_the_talk_ratio_per_day_example(constructed: Path) -> None:
+    assert rows(constructed, doc_example("Calls per day with their average talk ratio")) == [
+        (dt.date(2025, 11, 24), 2, 0.45, 0.5),  # (0.6 + 0.3) / 2; (1000 + 0) / 2 ms
+        (dt.date(2025, 11, 25), 1, 0.9, 2.5),
+    ]
+
+
+def test_the_mostly_silence_example(constructed: Path) -> None:
+    assert rows(constructed, doc_example("Calls that are mostly silence")) == [
+        ("d2-0", dt.date(2025, 11, 24), 7000, 10000)
+    ]
+
+
+def test_the_long_silences_example(constructed: Path) -> None:
+    assert rows(constructed, doc_example("Long silences inside calls")) == [
+        ("d1-0", 3000, 6000), ("d2-0", 1000, 5000)
+    ]
+
+
+def test_the_who_talks_more_example(constructed: Path) -> None:
+    assert rows(constructed, doc_example("Who talks more")) == [
+        ("d1-0", round(3000 / 7000, 3), 0, 1),
+        ("d2-0", None, 0, None),  # no agent track: no share
+        ("d3-0", round(3500 / 11500, 3), 0, 2),
+    ]
