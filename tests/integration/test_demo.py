@@ -8,9 +8,24 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from callrec import simulator
+from tests.integration.recorderutil import wav_channels
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET to this machine (never through a configured proxy)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path) -> None:
@@ -19,10 +34,15 @@ def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CALLREC_", "VIRTUAL_ENV"))}
     env["CALLREC_INGEST_PORT"] = "0"  # any free port; the script reads it back
+    env["HF_HUB_OFFLINE"] = "1"  # the bundled model only: a newcomer's first run needs no hub
     proc = subprocess.Popen(["bash", "scripts/demo.sh"], cwd=clone, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []
+    serving: re.Match[str] | None = None
+    probes: dict[str, tuple[int, str]] = {}
+    public_token = (0, "")
+    alive = False
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 900
@@ -30,20 +50,36 @@ def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path)
             lines.append(line.rstrip("\n"))
             if line.startswith("== Serving") or time.monotonic() > deadline:
                 break
+        serving = re.search(r"^== Serving on port (\d+): "
+                            r"stream_url=wss://<public host>/v1/stream\?token=(\S+)$",
+                            lines[-1] if lines else "")
+        if serving:  # still serving after the demo call: probes answer, the token is needed
+            port, token = serving.groups()
+            base = f"http://127.0.0.1:{port}"
+            probes = {path: http_get(base + path) for path in ("/healthz", "/readyz")}
+            public_token = http_get(f"{base}/v1/stream?token=demo-token")
+            alive = proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
         if proc.stdout is not None:
             proc.stdout.close()
     out = "\n".join(lines)
-    assert any(line.startswith("== Serving") for line in lines), out[-3000:]
-    assert re.search(r"stream_url=ws://<this host>:\d+/v1/stream\?token=demo-token", out)
+    assert serving, out[-3000:]
+    assert probes == {"/healthz": (200, "ok\n"), "/readyz": (200, "ready\n")}
+    assert alive, "callrec up kept serving after the demo call"
+    assert len(token) >= 32 and token != "demo-token", "a random token when none is set"
+    assert public_token[0] == 401, "a guessable token records nothing"
 
     paths = dict(re.findall(r"^(audio\.wav|transcript\.json|manifest\.json)\s+(\S+)$", out,
                             re.MULTILINE))
     assert set(paths) == {"audio.wav", "transcript.json", "manifest.json"}, out[-3000:]
     assert all(Path(p).is_relative_to(clone) for p in paths.values()), "data in the clone"
-    assert Path(paths["audio.wav"]).stat().st_size > 400_000  # 5 s, stereo, 24 kHz
+    rate, channels = wav_channels(Path(paths["audio.wav"]).read_bytes())
+    [call] = simulator.build_calls(clone / "tests" / "data" / "stereo_diarization.wav")
+    assert rate == 24000 and len(channels) == 2
+    assert len(channels[0]) == 5 * 24000 * 2, "5 s of 16-bit samples per channel"
+    assert channels == [call.tracks["inbound"], call.tracks["outbound"]], "sample-identical"
     transcript = json.loads(Path(paths["transcript.json"]).read_text())
     assert "horizon" in json.dumps(transcript).lower()
     manifest = json.loads(Path(paths["manifest.json"]).read_text())
