@@ -198,6 +198,13 @@ class RecorderSettings(KafkaSettings, ArchiveSettings):
     (its ingest pod vanished without writing close records)."""
     recorder_reorder_window_ms: int = Field(default=2000, ge=20)
     """Audio kept in RAM per track for reordering before it is written to the spill file."""
+    recorder_fetch_min_bytes: int = Field(default=256 * 1024, ge=1)
+    """The broker holds a fetch until this much is ready (or until
+    ``CALLREC_RECORDER_FETCH_MAX_WAIT_MS``): at low load the recorder then handles a few
+    large fetches a second instead of one per produce request (~0.3 ms of CPU each)."""
+    recorder_fetch_max_wait_ms: int = Field(default=100, ge=0, le=1000)
+    """Longest a fetch waits for ``CALLREC_RECORDER_FETCH_MIN_BYTES``; it adds at most this
+    much to stop → archive."""
     recorder_session_timeout_ms: int = Field(default=10000, ge=1000)
     """Kafka group session timeout: how soon a crashed recorder's partitions move on
     (the broker's group.min.session.timeout.ms, 6 s by default, is the floor)."""
@@ -309,6 +316,7 @@ _KAFKA_PUBLISHER = (
     "they pace and bound the Kafka publisher; a local append is acknowledged as written"
 )
 _KAFKA_GROUP = "Kafka group membership; a local bus group has one member"
+_KAFKA_FETCH = "Kafka fetch tuning; the local bus reads its log directly"
 _PROBES = "/healthz, /readyz and /metrics are served on the ingest port only"
 _WRITES = "they apply to writing objects; a query only reads"
 
@@ -327,6 +335,8 @@ IGNORED: dict[str, dict[str, str]] = {
         ),
         **dict.fromkeys(("recorder_session_timeout_ms", "analyzer_session_timeout_ms"),
                         _KAFKA_GROUP),
+        **dict.fromkeys(("recorder_fetch_min_bytes", "recorder_fetch_max_wait_ms"),
+                        _KAFKA_FETCH),
         **dict.fromkeys(("recorder_host", "recorder_port", "analyzer_host", "analyzer_port"),
                         _PROBES),
         "recorder_spill_dir": "open tracks are spilled to <data dir>/spill",

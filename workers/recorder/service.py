@@ -113,6 +113,8 @@ class RecorderService:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_min_bytes=settings.recorder_fetch_min_bytes,
+                fetch_max_wait_ms=settings.recorder_fetch_max_wait_ms,
                 session_timeout_ms=settings.recorder_session_timeout_ms,
                 heartbeat_interval_ms=max(1000, settings.recorder_session_timeout_ms // 5),
                 **options,
