@@ -117,7 +117,7 @@ METRICS = _schema(
     "metrics",
     *_KEYS,
     _field("track", pa.string(), "inbound, outbound, or call (both tracks together)."),
-    _field("talk_ms", pa.int64(), "Speech time (VAD)."),
+    _field("talk_ms", pa.int64(), "Speech time (energy talk detector, 10 ms frames)."),
     _field("silence_ms", pa.int64(), "Non-speech time."),
     _field("overtalk_ms", pa.int64(), "Time both sides speak at once (call row; 0 per track)."),
     _field("interruptions", pa.int32(), "Turns that start while the other side still speaks."),
@@ -130,7 +130,7 @@ METRICS = _schema(
     _field("duplicates", pa.int64(), "Chunks received more than once."),
     _field("out_of_order", pa.int64(), "Chunks received after a higher chunk number."),
     _field(
-        "jitter_ms", pa.float64(), "Std. deviation of chunk inter-arrival times.", nullable=True
+        "jitter_ms", pa.float64(), "RFC 3550 interarrival jitter of the chunks (ms).", nullable=True
     ),
 )
 """``metrics``: conversation and audio metrics per track and per call (the analyzer)."""
