@@ -105,9 +105,6 @@ class IngestSettings(KafkaSettings):
     all partitions: at low load one produce request then carries the frames of many calls
     instead of one or two (a request costs ~0.3 ms of CPU in ingest and in the broker).
     Adds up to this much to frame→ack latency; 0 sends at once."""
-    ingest_linger_bytes: int = Field(default=32 * 1024, ge=0)
-    """A Kafka batch that holds this much leaves at once instead of waiting for the
-    ``CALLREC_INGEST_LINGER_MS`` tick: under load waiting buys nothing and costs latency."""
     ingest_produce_timeout_s: float = Field(default=120.0, gt=0)
     """How long one chunk may wait for Kafka (retrying) before the connection is closed
     with 1013; the stream is then recorded as incomplete."""
@@ -333,8 +330,7 @@ IGNORED: dict[str, dict[str, str]] = {
             _NO_KAFKA,
         ),
         **dict.fromkeys(
-            ("ingest_linger_ms", "ingest_linger_bytes", "ingest_max_inflight_bytes",
-             "ingest_produce_timeout_s"),
+            ("ingest_linger_ms", "ingest_max_inflight_bytes", "ingest_produce_timeout_s"),
             _KAFKA_PUBLISHER,
         ),
         **dict.fromkeys(("recorder_session_timeout_ms", "analyzer_session_timeout_ms"),

@@ -12,14 +12,12 @@ Flow control, in one place:
    handed to aiokafka in order by one pump per partition (``_PartitionLane``):
    aiokafka's per-record ``send()`` costs more Python time than the whole rest
    of ingest, and a batch grows while the previous one is on its way.
-   A batch smaller than ``linger_bytes`` waits for the next tick of a
-   ``linger_ms`` grid shared by all partitions, so that at low load the
-   partitions' batches leave together, in one produce request: a request costs
-   ~0.3 ms of CPU in aiokafka and the broker whatever it carries, and without a
-   linger each would carry a record or two. A batch that reaches ``linger_bytes``
-   leaves at once: under load, waiting buys nothing and costs latency. (Kafka's own
-   producer does the same with ``linger.ms`` and ``batch.size``; ours default to
-   10 ms, half a Wavix frame interval, and 32 KiB.)
+   A batch that is not full waits for the next tick of a ``linger_ms`` grid
+   shared by all partitions, so that at low load the partitions' batches leave
+   together, in one produce request: a request costs ~0.2 ms of CPU in aiokafka
+   and the broker whatever it carries, and without a linger each would carry a
+   record or two (Kafka's own producer lingers 5 ms by default for the same reason;
+   ours defaults to 10 ms, half a Wavix frame interval).
 3. A batch that fails (broker down, timeout) is re-sent with backoff until
    ``produce_timeout_s``; only then does its future fail with
    ``KafkaUnavailable``, and the connections waiting on it are closed with 1013.
@@ -95,11 +93,6 @@ class ByteBudget:
             waiters.popleft()()
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 def pace_metadata_retries(client: AIOKafkaClient, backoff_s: float) -> None:
     """Wait ``backoff_s`` after a failed metadata update before reporting it.
 
@@ -143,14 +136,12 @@ class _PartitionLane:
     pump waits, new records fill the open batch, so batches grow with load.
     """
 
-    __slots__ = ("lingering", "open", "pump", "queued")
+    __slots__ = ("open", "pump", "queued")
 
     def __init__(self) -> None:
         self.open: _Batch | None = None
         self.queued: collections.deque[_Batch] = collections.deque()
         self.pump: asyncio.Task[None] | None = None
-        self.lingering: asyncio.Future[None] | None = None
-        """Resolved to end the pump's wait for the linger tick early (the batch grew)."""
 
 
 class KafkaPublisher:
@@ -164,7 +155,6 @@ class KafkaPublisher:
         max_inflight_bytes: int,
         produce_timeout_s: float,
         linger_ms: float = 10.0,
-        linger_bytes: int = 32 * 1024,
         batch_bytes: int = 256 * 1024,
     ) -> None:
         self._client_options = client_options
@@ -175,7 +165,6 @@ class KafkaPublisher:
         self.produce_timeout_s = produce_timeout_s
         self.batch_bytes = batch_bytes
         self.linger_s = linger_ms / 1000
-        self.linger_bytes = linger_bytes
         self._partitioner = DefaultPartitioner()
         self._partitions: list[int] = []
         self._lanes: dict[int, _PartitionLane] = {}
@@ -265,8 +254,6 @@ class KafkaPublisher:
         if batch.nbytes >= self.batch_bytes:
             lane.queued.append(batch)
             lane.open = None
-        if lane.lingering is not None and batch.nbytes >= self.linger_bytes:
-            _resolve(lane.lingering)
         if lane.pump is None:
             lane.pump = asyncio.get_running_loop().create_task(self._pump(lane))
         return batch.done
@@ -278,25 +265,18 @@ class KafkaPublisher:
     async def _pump(self, lane: _PartitionLane) -> None:
         """Hand the lane's batches to aiokafka, oldest first, one at a time."""
         linger = self.linger_s
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 if lane.queued:
                     batch = lane.queued.popleft()
                 elif lane.open is not None:
-                    if linger and lane.open.nbytes < self.linger_bytes:
+                    if linger:
                         # The next tick of the shared grid after the batch began.
                         due = math.ceil(lane.open.created / linger) * linger
                         wait = due - time.perf_counter()
                         if wait > 0:
-                            lane.lingering = loop.create_future()
-                            timer = loop.call_later(wait, _resolve, lane.lingering)
-                            try:
-                                await lane.lingering
-                            finally:
-                                timer.cancel()
-                                lane.lingering = None
-                            continue  # it may have grown or filled up, or a retry came
+                            await asyncio.sleep(wait)
+                            continue  # it may have filled up, or a retry came first
                     batch, lane.open = lane.open, None
                 else:
                     return

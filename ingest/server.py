@@ -294,7 +294,6 @@ class IngestServer:
             max_inflight_bytes=settings.ingest_max_inflight_bytes,
             produce_timeout_s=settings.ingest_produce_timeout_s,
             linger_ms=settings.ingest_linger_ms,
-            linger_bytes=settings.ingest_linger_bytes,
         )
         self._tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
         self._server: Server | None = None
