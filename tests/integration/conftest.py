@@ -44,6 +44,22 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.MinioServe
     server.stop()
 
 
+@pytest.fixture
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.KafkaServer]:
+    """A broker of the test's own, for a test that stops and restarts it.
+
+    Started here and restarted by tests from worker threads (``asyncio.to_thread``),
+    so it is not tied to a thread's life; stopped at the end whatever happened.
+    """
+    stack.install(kafka=True, minio=False)
+    broker = stack.KafkaServer(tmp_path_factory.mktemp("kafka-own"), die_with_parent=False)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 async def create_topics(bootstrap: str, *names: str, partitions: int = 4) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

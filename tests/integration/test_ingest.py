@@ -190,104 +190,95 @@ async def test_idle_connection_is_closed_1008(kafka: stack.KafkaServer, media_to
 
 
 async def test_broker_down_for_ten_seconds_loses_no_chunk(
-    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture,
+    own_kafka: stack.KafkaServer, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Backpressure holds the socket while the broker is away; every chunk arrives after.
 
     Meanwhile ingest asks for metadata at a steady pace: unpaced, aiokafka's sender
     retried in a loop and logged ~12,000 errors a second (ingest/publisher.py).
     """
-    # Restarted from a worker thread below: not tied to a thread's life (stopped in finally).
-    broker = stack.KafkaServer(tmp_path_factory.mktemp("kafka-outage"), die_with_parent=False)
-    broker.start()
-    try:
-        topic = "callrec.media.outage"
-        await create_topics(broker.bootstrap, topic)
-        settings = ingest_settings(broker.bootstrap, topic, ingest_max_inflight_bytes=65536)
-        waited_before = metric("callrec_ingest_backpressure_seconds_total")
-        async with running_ingest(settings) as server:
-            n = 700  # 14 s of audio at real-time pace
-            sent_at: dict[int, float] = {}
+    broker = own_kafka
+    topic = "callrec.media.outage"
+    await create_topics(broker.bootstrap, topic)
+    settings = ingest_settings(broker.bootstrap, topic, ingest_max_inflight_bytes=65536)
+    waited_before = metric("callrec_ingest_backpressure_seconds_total")
+    async with running_ingest(settings) as server:
+        n = 700  # 14 s of audio at real-time pace
+        sent_at: dict[int, float] = {}
 
-            async def sender() -> None:
-                async with connect(stream_url(server)) as ws:
-                    await ws.send(wx.start("call-outage", "s1", "inbound").decode())
-                    t0 = time.monotonic()
-                    for i in range(1, n + 1):
-                        delay = t0 + i * 0.02 - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        await ws.send(wx.media("call-outage", "s1", i, wx.frame(i)).decode())
-                        sent_at[i] = time.monotonic()
-                    await ws.send(wx.stop("call-outage", "s1").decode())
+        async def sender() -> None:
+            async with connect(stream_url(server)) as ws:
+                await ws.send(wx.start("call-outage", "s1", "inbound").decode())
+                t0 = time.monotonic()
+                for i in range(1, n + 1):
+                    delay = t0 + i * 0.02 - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await ws.send(wx.media("call-outage", "s1", i, wx.frame(i)).decode())
+                    sent_at[i] = time.monotonic()
+                await ws.send(wx.stop("call-outage", "s1").decode())
 
-            outage_s = 0.0
+        outage_s = 0.0
 
-            async def outage() -> None:
-                nonlocal outage_s
-                while len(sent_at) < 100:  # 2 s into the call
-                    await asyncio.sleep(0.02)
-                await asyncio.to_thread(broker.stop)
-                began = time.monotonic()
-                await asyncio.sleep(10)
-                await asyncio.to_thread(broker.start)
-                outage_s = time.monotonic() - began
+        async def outage() -> None:
+            nonlocal outage_s
+            while len(sent_at) < 100:  # 2 s into the call
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(broker.stop)
+            began = time.monotonic()
+            await asyncio.sleep(10)
+            await asyncio.to_thread(broker.start)
+            outage_s = time.monotonic() - began
 
-            await asyncio.gather(sender(), outage())
-            records = await read_until(broker.bootstrap, topic, lambda r: bool(closes(r)),
-                                       timeout=120)
-        got = chunks(records, "call-outage")
-        assert sorted({c.chunk for c in got}) == list(range(1, n + 1))
-        assert all(c.payload == wx.frame(c.chunk) for c in got)
-        assert closes(records)[0].reason == "stop" and closes(records)[0].chunks == n
-        assert metric("callrec_ingest_backpressure_seconds_total") - waited_before > 1.0
-        failed_updates = [r for r in caplog.records
-                          if r.getMessage().startswith("Unable to update metadata")]
-        assert 0 < len(failed_updates) <= outage_s / 0.2 + 10  # one per 0.2 s of the outage
-    finally:
-        broker.stop()
+        await asyncio.gather(sender(), outage())
+        records = await read_until(broker.bootstrap, topic, lambda r: bool(closes(r)),
+                                   timeout=120)
+    got = chunks(records, "call-outage")
+    assert sorted({c.chunk for c in got}) == list(range(1, n + 1))
+    assert all(c.payload == wx.frame(c.chunk) for c in got)
+    assert closes(records)[0].reason == "stop" and closes(records)[0].chunks == n
+    assert metric("callrec_ingest_backpressure_seconds_total") - waited_before > 1.0
+    failed_updates = [r for r in caplog.records
+                      if r.getMessage().startswith("Unable to update metadata")]
+    assert 0 < len(failed_updates) <= outage_s / 0.2 + 10  # one per 0.2 s of the outage
 
 
 async def test_kafka_away_past_the_produce_timeout_closes_1013(
-    tmp_path_factory: pytest.TempPathFactory,
+    own_kafka: stack.KafkaServer,
 ) -> None:
     """A chunk Kafka did not take within CALLREC_INGEST_PRODUCE_TIMEOUT_S ends the stream
     with 1013 (try again later), counted; the next stream works once Kafka is back."""
-    broker = stack.KafkaServer(tmp_path_factory.mktemp("kafka-away"), die_with_parent=False)
-    broker.start()
-    try:
-        topic = "callrec.media.away"
-        await create_topics(broker.bootstrap, topic)
-        settings = ingest_settings(broker.bootstrap, topic, ingest_produce_timeout_s=3.0)
-        failures_before = metric("callrec_ingest_produce_failures_total")
-        closed_1013_before = metric("callrec_ingest_close_codes_total", code="1013")
-        async with running_ingest(settings) as server:
-            async with connect(stream_url(server)) as ws:
-                await ws.send(wx.start("call-away", "s1", "inbound").decode())
-                await ws.send(wx.media("call-away", "s1", 1, wx.frame(1)).decode())
-                await read_until(broker.bootstrap, topic, lambda r: bool(chunks(r, "call-away")))
-                await asyncio.to_thread(broker.stop)
-                began = time.monotonic()
-                with pytest.raises(ConnectionClosed):
-                    for i in range(2, 3000):  # a real-time sender, until ingest closes
-                        await ws.send(wx.media("call-away", "s1", i, wx.frame(i)).decode())
-                        await asyncio.sleep(0.02)
-                assert ws.close_code == 1013 and ws.close_reason == "kafka_unavailable"
-                assert 3.0 <= time.monotonic() - began < 30
-            assert metric("callrec_ingest_produce_failures_total") > failures_before
-            assert metric("callrec_ingest_close_codes_total", code="1013") == (
-                closed_1013_before + 1)
-            await asyncio.to_thread(broker.start)
-            deadline = time.monotonic() + 60
-            while not server.ready:  # new streams get 503 until Kafka answers again
-                assert time.monotonic() < deadline, "ingest never saw Kafka come back"
-                await asyncio.sleep(0.1)
-            await send_call(stream_url(server), "call-back", "s2", 5)
-            records = await read_until(broker.bootstrap, topic,
-                                       lambda r: len(chunks(r, "call-back")) == 5, timeout=60)
-            assert [c.chunk for c in chunks(records, "call-back")] == [1, 2, 3, 4, 5]
-    finally:
-        broker.stop()
+    broker = own_kafka
+    topic = "callrec.media.away"
+    await create_topics(broker.bootstrap, topic)
+    settings = ingest_settings(broker.bootstrap, topic, ingest_produce_timeout_s=3.0)
+    failures_before = metric("callrec_ingest_produce_failures_total")
+    closed_1013_before = metric("callrec_ingest_close_codes_total", code="1013")
+    async with running_ingest(settings) as server:
+        async with connect(stream_url(server)) as ws:
+            await ws.send(wx.start("call-away", "s1", "inbound").decode())
+            await ws.send(wx.media("call-away", "s1", 1, wx.frame(1)).decode())
+            await read_until(broker.bootstrap, topic, lambda r: bool(chunks(r, "call-away")))
+            await asyncio.to_thread(broker.stop)
+            began = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                for i in range(2, 3000):  # a real-time sender, until ingest closes
+                    await ws.send(wx.media("call-away", "s1", i, wx.frame(i)).decode())
+                    await asyncio.sleep(0.02)
+            assert ws.close_code == 1013 and ws.close_reason == "kafka_unavailable"
+            assert 3.0 <= time.monotonic() - began < 30
+        assert metric("callrec_ingest_produce_failures_total") > failures_before
+        assert metric("callrec_ingest_close_codes_total", code="1013") == (
+            closed_1013_before + 1)
+        await asyncio.to_thread(broker.start)
+        deadline = time.monotonic() + 60
+        while not server.ready:  # new streams get 503 until Kafka answers again
+            assert time.monotonic() < deadline, "ingest never saw Kafka come back"
+            await asyncio.sleep(0.1)
+        await send_call(stream_url(server), "call-back", "s2", 5)
+        records = await read_until(broker.bootstrap, topic,
+                                   lambda r: len(chunks(r, "call-back")) == 5, timeout=60)
+        assert [c.chunk for c in chunks(records, "call-back")] == [1, 2, 3, 4, 5]
 
 
 async def test_a_fragmented_message_is_one_message(

@@ -64,44 +64,41 @@ def test_recorder_kill_and_broker_outage_under_load_lose_nothing(
     assert result["lag_end"] == 0
 
 
-async def test_backpressure_during_a_broker_outage_is_not_idleness(tmp_path: Path) -> None:
+async def test_backpressure_during_a_broker_outage_is_not_idleness(
+    own_kafka: stack.KafkaServer,
+) -> None:
     """A stream ingest stops reading (Kafka away, in-flight budget full) is not idle:
     the idle timeout (3 s here) must not close it during a 6 s outage."""
-    # Restarted from a worker thread below: not tied to a thread's life (stopped in finally).
-    broker = stack.KafkaServer(tmp_path / "kafka-idle", die_with_parent=False)
-    broker.start()
-    try:
-        topic = "callrec.media.backpressure-idle"
-        await create_topics(broker.bootstrap, topic)
-        settings = ingest_settings(broker.bootstrap, topic, ingest_max_inflight_bytes=65536,
-                                   ingest_idle_timeout_s=3.0)
-        async with running_ingest(settings) as server:
-            n = 600  # 12 s of audio at real-time pace
-            sent = 0
+    broker = own_kafka
+    topic = "callrec.media.backpressure-idle"
+    await create_topics(broker.bootstrap, topic)
+    settings = ingest_settings(broker.bootstrap, topic, ingest_max_inflight_bytes=65536,
+                               ingest_idle_timeout_s=3.0)
+    async with running_ingest(settings) as server:
+        n = 600  # 12 s of audio at real-time pace
+        sent = 0
 
-            async def sender() -> None:
-                nonlocal sent
-                async with connect(stream_url(server)) as ws:
-                    await ws.send(wx.start("call-bp", "s1", "inbound").decode())
-                    t0 = time.monotonic()
-                    for i in range(1, n + 1):
-                        await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
-                        await ws.send(wx.media("call-bp", "s1", i, wx.frame(i)).decode())
-                        sent = i
-                    await ws.send(wx.stop("call-bp", "s1").decode())
+        async def sender() -> None:
+            nonlocal sent
+            async with connect(stream_url(server)) as ws:
+                await ws.send(wx.start("call-bp", "s1", "inbound").decode())
+                t0 = time.monotonic()
+                for i in range(1, n + 1):
+                    await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
+                    await ws.send(wx.media("call-bp", "s1", i, wx.frame(i)).decode())
+                    sent = i
+                await ws.send(wx.stop("call-bp", "s1").decode())
 
-            async def outage() -> None:
-                while sent < 100:
-                    await asyncio.sleep(0.02)
-                await asyncio.to_thread(broker.stop)
-                await asyncio.sleep(6)
-                await asyncio.to_thread(broker.start)
+        async def outage() -> None:
+            while sent < 100:
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(broker.stop)
+            await asyncio.sleep(6)
+            await asyncio.to_thread(broker.start)
 
-            await asyncio.gather(sender(), outage())
-            records = await read_until(broker.bootstrap, topic, lambda r: bool(closes(r)),
-                                       timeout=120)
-        [closed] = closes(records)
-        assert (closed.reason, closed.detail) == ("stop", "stop received")
-        assert sorted({c.chunk for c in chunks(records, "call-bp")}) == list(range(1, n + 1))
-    finally:
-        broker.stop()
+        await asyncio.gather(sender(), outage())
+        records = await read_until(broker.bootstrap, topic, lambda r: bool(closes(r)),
+                                   timeout=120)
+    [closed] = closes(records)
+    assert (closed.reason, closed.detail) == ("stop", "stop received")
+    assert sorted({c.chunk for c in chunks(records, "call-bp")}) == list(range(1, n + 1))
