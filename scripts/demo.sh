@@ -24,7 +24,7 @@ python=${PYTHON:-python3}
 export CALLREC_UP_DATA_DIR=${CALLREC_UP_DATA_DIR:-$PWD/callrec-data}
 export CALLREC_INGEST_PORT=${CALLREC_INGEST_PORT:-8080}
 if [ -z "${CALLREC_INGEST_TOKENS:-}" ]; then
-  CALLREC_INGEST_TOKENS=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')
+  CALLREC_INGEST_TOKENS=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(24))')
 fi
 export CALLREC_INGEST_TOKENS
 export CALLREC_LOG_LEVEL=${CALLREC_LOG_LEVEL:-WARNING}
@@ -49,7 +49,7 @@ done
 call="demo-$(date +%Y%m%d-%H%M%S)"
 echo "== Streaming tests/data/stereo_diarization.wav as call ${call}-1 (caller left, agent right)"
 .venv/bin/callrec simulate tests/data/stereo_diarization.wav --layout oneway --fast \
-  --url "ws://127.0.0.1:$port/v1/stream" --token "$token" --call-id-prefix "$call"
+  --url "ws://127.0.0.1:$port/v1/stream" --token="$token" --call-id-prefix "$call"
 
 .venv/bin/python - "$CALLREC_UP_DATA_DIR/archive" "${call}-1-0" <<'PY'
 import sys, time
