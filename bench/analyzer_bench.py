@@ -49,13 +49,13 @@ from typing import Any
 import numpy as np
 
 from bench.report import replace_section
-from callrec.audio import load_audio
+from infra.audio import load_audio
+from infra.store.local import LocalStore
 from schemas import envelope
 from schemas.codecs import L16_24K
 from tests.analyzerutil import archive_call, pcm
 from workers.analyzer.analysis import AnalysisConfig, analyze_recording, read_wav
 from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber, to_model_input
-from workers.store import LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"

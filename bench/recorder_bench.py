@@ -33,15 +33,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.report import machine, replace_section
-from callrec import simulator
-from callrec.settings import IngestSettings, RecorderSettings
+from callrec import simulator, wiring
 from deploy.local import stack
-from ingest.server import IngestServer
+from infra.store.s3 import S3Store
+from ingest.settings import IngestSettings
 from schemas import envelope
+from schemas.custody import parse_iso_ns
+from schemas.manifest import decode_manifest
 from schemas.wavix import Track
-from workers.manifest import decode_manifest, parse_iso_ns
-from workers.recorder.service import RecorderService
-from workers.store import S3Store
+from workers.recorder.settings import RecorderSettings
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME = 960  # 20 ms of L16/24000
@@ -180,7 +180,7 @@ async def recorder_consume(kafka: stack.KafkaServer, minio: stack.MinioServer, t
     store = store_for(minio, bucket)
     store.create_bucket()
     settings = recorder_settings(kafka, minio, topic, bucket, tmp / uuid.uuid4().hex)
-    service = RecorderService.from_settings(settings, store)
+    service = wiring.recorder_service(settings, store)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
@@ -224,10 +224,10 @@ async def stage_latency(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp:
     store = store_for(minio, bucket)
     store.create_bucket()
     settings = recorder_settings(kafka, minio, topic, bucket, tmp / "lat-spill")
-    ingest = IngestServer(IngestSettings(
+    ingest = wiring.ingest_server(IngestSettings(
         kafka_bootstrap=kafka.bootstrap, kafka_media_topic=topic, ingest_host="127.0.0.1",
         ingest_port=0, ingest_tokens="t", ingest_pod_name="bench"))  # type: ignore[arg-type]
-    service = RecorderService.from_settings(settings, store)
+    service = wiring.recorder_service(settings, store)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:

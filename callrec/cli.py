@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from callrec.settings import AnalyzerSettings
+    from workers.analyzer.settings import AnalyzerSettings
 
 log = logging.getLogger("callrec")
 
@@ -49,14 +49,14 @@ def run_until_signalled(
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from callrec.settings import IngestSettings
-    from ingest.server import IngestServer
+    from callrec import wiring
+    from ingest.settings import IngestSettings
 
     settings = IngestSettings()
     configure_logging(settings.log_level)
 
     async def main(stop: asyncio.Event) -> None:
-        server = IngestServer(settings)
+        server = wiring.ingest_server(settings)
         await server.start()
         # The port line lets scripts and tests find a server started with port 0.
         print(f"callrec ingest listening on port {server.port}", flush=True)
@@ -69,9 +69,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _recorder(args: argparse.Namespace) -> int:
-    from callrec.probes import run_with_probes
-    from callrec.settings import RecorderSettings
-    from workers.recorder.service import RecorderService
+    from callrec import wiring
+    from infra.probes import run_with_probes
+    from workers.recorder.settings import RecorderSettings
 
     settings = RecorderSettings()
     configure_logging(settings.log_level)
@@ -79,7 +79,7 @@ def _recorder(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> None:
         store = settings.open_store()
         await asyncio.to_thread(store.check)
-        service = RecorderService.from_settings(settings, store)
+        service = wiring.recorder_service(settings, store)
         await run_with_probes(service, settings.recorder_host, settings.recorder_port, stop)
 
     run_until_signalled(main)
@@ -87,7 +87,7 @@ def _recorder(args: argparse.Namespace) -> int:
 
 
 def _analyzer(args: argparse.Namespace) -> int:
-    from callrec.settings import AnalyzerSettings
+    from workers.analyzer.settings import AnalyzerSettings
     from workers.analyzer.transcribe import WhisperTranscriber
 
     settings = AnalyzerSettings()
@@ -98,14 +98,14 @@ def _analyzer(args: argparse.Namespace) -> int:
         print("callrec analyzer: --since and --force go with --backfill", file=sys.stderr)
         return 2
 
-    from callrec.probes import run_with_probes
-    from workers.analyzer.service import AnalyzerService
+    from callrec import wiring
+    from infra.probes import run_with_probes
 
     async def main(stop: asyncio.Event) -> None:
         store = settings.open_store()
         await asyncio.to_thread(store.check)
         transcriber = await asyncio.to_thread(WhisperTranscriber, settings.transcriber_config())
-        service = AnalyzerService.from_settings(settings, store, transcriber)
+        service = wiring.analyzer_service(settings, store, transcriber)
         await run_with_probes(service, settings.analyzer_host, settings.analyzer_port, stop)
 
     run_until_signalled(main)
@@ -130,7 +130,7 @@ def _backfill(args: argparse.Namespace, settings: AnalyzerSettings) -> int:
 
 def _query(args: argparse.Namespace) -> int:
     from callrec.query import QueryError, query
-    from callrec.settings import ArchiveSettings
+    from infra.settings import ArchiveSettings
 
     settings = ArchiveSettings()
     configure_logging(settings.log_level)
@@ -153,14 +153,13 @@ def _date(text: str) -> datetime.date:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from callrec.settings import UpSettings
-    from callrec.up import Embedded
+    from callrec.up import EmbeddedPipeline, UpSettings
 
     settings = UpSettings()
     configure_logging(settings.log_level)
 
     async def main(stop: asyncio.Event) -> None:
-        embedded = Embedded(settings)
+        embedded = EmbeddedPipeline(settings)
         ready = asyncio.Event()
         running = asyncio.create_task(embedded.run(stop, ready))
         await asyncio.wait([running, asyncio.create_task(ready.wait())],

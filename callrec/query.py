@@ -44,7 +44,7 @@ from schemas.tables import PARTITION_COLUMN, TABLES
 if TYPE_CHECKING:
     import duckdb
 
-    from callrec.settings import ArchiveSettings
+    from infra.settings import ArchiveSettings
 
 OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")

@@ -59,7 +59,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 
-from callrec.audio import AudioFileError, encode_pcm, frame_count, load_audio
+from infra.audio import AudioFileError, encode_pcm, frame_count, load_audio
 from schemas import wavix
 from schemas.codecs import CODECS, DEFAULT_CODEC, Codec, codec_by_id
 from schemas.wavix import Channel, Track

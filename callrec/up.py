@@ -1,7 +1,7 @@
 """``callrec up``: ingest, recorder and analyzer in one process, no broker, no S3.
 
 The same services as the distributed deployment, wired to the local bus
-(``callrec.bus.local``) instead of Kafka and to a directory (``LocalStore``)
+(``infra.bus.local``) instead of Kafka and to a directory (``LocalStore``)
 instead of S3 unless ``CALLREC_ARCHIVE_URI`` names one::
 
     <data dir>/bus/<topic>/...          the local log (durable, replayed on restart)
@@ -25,22 +25,32 @@ import os
 from pathlib import Path
 from typing import IO
 
-from callrec.bus.local import LocalBus, LocalConsumer, LocalProducer, LocalPublisher
-from callrec.settings import UpSettings
-from ingest.server import IngestServer
+from callrec import wiring
+from infra.bus.local import LocalBus
+from infra.store import ObjectStore
+from infra.store.local import LocalStore
+from ingest.settings import IngestSettings
 from workers.analyzer.service import AnalyzerService
+from workers.analyzer.settings import AnalyzerSettings
 from workers.analyzer.transcribe import WhisperTranscriber
-from workers.recorder.service import RecorderService
-from workers.store import LocalStore, ObjectStore
+from workers.recorder.settings import RecorderSettings
 
 log = logging.getLogger(__name__)
+
+
+class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings):
+    """``callrec up``: ingest, recorder and analyzer in one process, on a local bus."""
+
+    up_data_dir: str = "callrec-data"
+    """Directory of the local bus, the spill files and (unless CALLREC_ARCHIVE_URI is
+    set) the archive: WAV, manifests, transcripts and the Parquet tables."""
 
 
 class DataDirInUseError(Exception):
     """Another ``callrec up`` already runs on this data directory."""
 
 
-class Embedded:
+class EmbeddedPipeline:
     """The services of one ``callrec up`` process and their shared resources."""
 
     def __init__(self, settings: UpSettings) -> None:
@@ -53,22 +63,9 @@ class Embedded:
             settings.open_store() if "CALLREC_ARCHIVE_URI" in os.environ
             else LocalStore(self.data_dir / "archive")
         )
-        self.ingest = IngestServer(
-            settings, publisher=LocalPublisher(self.bus, settings.kafka_media_topic)
-        )
-        self.recorder = RecorderService(
-            consumer=LocalConsumer(self.bus, settings.recorder_group_id),
-            producer=LocalProducer(self.bus),
-            store=self.store,
-            media_topic=settings.kafka_media_topic,
-            recordings_topic=settings.kafka_recordings_topic,
-            spill_dir=self.data_dir / "spill",
-            make_assembler=RecorderService.assembler_factory(settings),
-            grace_ms=settings.recorder_grace_ms,
-            idle_timeout_s=settings.recorder_idle_timeout_s,
-            commit_interval_s=settings.recorder_commit_interval_s,
-            cut_open_on_restart=True,
-        )
+        self.ingest = wiring.ingest_server(settings, self.bus)
+        self.recorder = wiring.recorder_service(settings, self.store, self.bus,
+                                                spill_dir=self.data_dir / "spill")
         self.analyzer: AnalyzerService | None = None
         """Built in :meth:`run`: loading the whisper model takes a few seconds."""
 
@@ -81,15 +78,7 @@ class Embedded:
         await asyncio.to_thread(self.store.check)
         settings = self.settings
         transcriber = await asyncio.to_thread(WhisperTranscriber, settings.transcriber_config())
-        self.analyzer = AnalyzerService(
-            consumer=LocalConsumer(self.bus, settings.analyzer_group_id),
-            store=self.store,
-            transcriber=transcriber,
-            config=settings.analysis_config(),
-            recordings_topic=settings.kafka_recordings_topic,
-            max_attempts=settings.analyzer_max_attempts,
-            shutdown_grace_s=settings.analyzer_shutdown_grace_s,
-        )
+        self.analyzer = wiring.analyzer_service(settings, self.store, transcriber, self.bus)
         workers_stop = asyncio.Event()
         tasks = [asyncio.create_task(self.recorder.run(workers_stop)),
                  asyncio.create_task(self.analyzer.run(workers_stop))]

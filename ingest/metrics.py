@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from infra.bus.kafka import PublishMetrics
 from schemas.wavix import EVENT_NAMES
 
 
@@ -100,3 +101,9 @@ CLOSE_CODES = Counter(
     "callrec_ingest_close_codes_total", "Connections closed by ingest, by WebSocket close code",
     ["code"],
 )
+
+PUBLISH = PublishMetrics(
+    latency=PRODUCE_LATENCY, records=RECORDS, retries=PRODUCE_RETRIES,
+    failures=PRODUCE_FAILURES, inflight=INFLIGHT_BYTES,
+)
+"""The series the Kafka publisher updates (``callrec.wiring`` hands them over)."""

@@ -56,15 +56,14 @@ from ingest.errors import (
     StreamRefused,
     TooManyInvalid,
 )
-from ingest.publisher import KafkaPublisher
 from ingest.session import StreamSession
 from schemas import envelope
 from schemas.codecs import codec_by_id
 from schemas.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from callrec.bus import Publisher
-    from callrec.settings import IngestSettings
+    from infra.bus import Publisher
+    from ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class _Stream:
     when it has room again. Nothing read is dropped, unless the stream failed.
     """
 
-    __slots__ = ("failure", "given_up_seen", "held_since", "key", "last_seen", "partition",
+    __slots__ = ("failure", "failures_seen", "held_since", "key", "last_seen", "partition",
                  "pending", "server", "session", "settled", "unacked", "ws")
 
     def __init__(self, server: IngestServer, ws: IngestConnection,
@@ -157,7 +156,7 @@ class _Stream:
         self.settled.set()
         self.unacked: collections.deque[asyncio.Future[None]] = collections.deque()
         self.failure: StreamRefused | None = None
-        self.given_up_seen = server.publisher.given_up
+        self.failures_seen = server.publisher.failures
         self.key = b""
         self.partition = 0
 
@@ -185,7 +184,7 @@ class _Stream:
         self.collect_acks()
         publisher = self.server.publisher
         pending = self.pending
-        while pending and self.failure is None and not publisher.spent:
+        while pending and self.failure is None and publisher.has_room(waiting=True):
             self._take(pending.popleft())
         if pending and self.failure is None:
             publisher.when_room(self.resume)
@@ -241,7 +240,7 @@ class _Stream:
         unacked = self.unacked
         if not unacked or unacked[-1] is not done:  # else: same batch as the previous record
             unacked.append(done)
-        if unacked[0].done() or server.publisher.given_up != self.given_up_seen:
+        if unacked[0].done() or server.publisher.failures != self.failures_seen:
             self.collect_acks()
 
     def collect_acks(self) -> None:
@@ -250,15 +249,15 @@ class _Stream:
         Checked as frames come, on resume and at the end, instead of with a callback
         per batch and stream. Batches are acknowledged in order, except that one
         retried inside aiokafka (which never gives up on an idempotent batch) can
-        hold up those behind it while they fail: the publisher's ``given_up`` count
+        hold up those behind it while they fail: the publisher's ``failures`` count
         says when to look at all of them.
         """
         unacked = self.unacked
         while unacked and unacked[0].done():
             self._check(unacked.popleft())
-        given_up = self.server.publisher.given_up
-        if given_up != self.given_up_seen:
-            self.given_up_seen = given_up
+        failures = self.server.publisher.failures
+        if failures != self.failures_seen:
+            self.failures_seen = failures
             for fut in unacked:
                 if fut.done():
                     self._check(fut)
@@ -266,7 +265,6 @@ class _Stream:
     def _check(self, fut: asyncio.Future[None]) -> None:
         exc = fut.exception()
         if exc is not None:
-            assert isinstance(exc, IngestError)
             self.fail(exc if isinstance(exc, StreamRefused) else KafkaUnavailable(str(exc)))
 
     def fail(self, failure: StreamRefused) -> None:
@@ -285,16 +283,10 @@ class _Stream:
 class IngestServer:
     """One ingest process: WebSocket server, Kafka publisher, probes and drain."""
 
-    def __init__(self, settings: IngestSettings, publisher: Publisher | None = None) -> None:
+    def __init__(self, settings: IngestSettings, publisher: Publisher) -> None:
         self.settings = settings
         self.codec = codec_by_id(settings.ingest_codec)
-        self.publisher: Publisher = publisher or KafkaPublisher(
-            settings.kafka_client_options(),
-            settings.kafka_media_topic,
-            max_inflight_bytes=settings.ingest_max_inflight_bytes,
-            produce_timeout_s=settings.ingest_produce_timeout_s,
-            linger_ms=settings.ingest_linger_ms,
-        )
+        self.publisher = publisher
         self._tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
         self._server: Server | None = None
         self._streams: set[_Stream] = set()

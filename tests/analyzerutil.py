@@ -28,13 +28,13 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from infra.store import ObjectStore
 from schemas import envelope
 from schemas.codecs import L16_24K, Codec
 from workers.analyzer.transcribe import Segment
-from workers.reassembly import RecordingAssembler
 from workers.recorder.archive import archive_recording
-from workers.recorder.calls import Recording
-from workers.store import ObjectStore
+from workers.recorder.reassembly import RecordingAssembler
+from workers.recorder.tracker import Recording
 
 START_NS = 1_764_000_000_000_000_000
 """2025-11-24T16:00:00Z: the default start of archived test calls."""

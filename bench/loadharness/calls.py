@@ -30,7 +30,7 @@ SHIFT = 7919
 @functools.cache
 def source() -> dict[str, npt.NDArray[np.int16]]:
     """The source audio per track, int16 at 24 kHz (decoded once per process)."""
-    from callrec.audio import load_audio
+    from infra.audio import load_audio
 
     samples = load_audio(SOURCE, L16_24K.sample_rate)
     left, right = samples[0], samples[1 if samples.shape[0] > 1 else 0]

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from bench.loadharness import calls as callaudio
-from workers.manifest import decode_manifest, parse_iso_ns
+from schemas.custody import parse_iso_ns
+from schemas.manifest import decode_manifest
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from callrec.settings import SERVICES, env_name
+from callrec.configdoc import SERVICES, env_name
 from deploy import tools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def settings_env_names(service: str) -> set[str]:
     try:
         cls = SERVICES[service]
     except KeyError:
-        pytest.fail(f"callrec.settings.SERVICES has no {service!r} (it has {sorted(SERVICES)})")
+        pytest.fail(f"callrec.configdoc.SERVICES has no {service!r} (it has {sorted(SERVICES)})")
     return {env_name(field) for field in cls.model_fields}
 
 

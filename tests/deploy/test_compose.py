@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from callrec.settings import SERVICES
+from callrec.configdoc import SERVICES
 from tests.deploy.conftest import COMPOSE_DIR, OBSERVABILITY, ROOT, settings_env_names
 
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from callrec.settings import SERVICES, env_name
+from callrec.configdoc import SERVICES, env_name
 from tests.deploy.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -1,7 +1,7 @@
 """The Helm chart: lint, strict schema validation, and what the rendered manifests promise.
 
 Every chart test runs with the default values and with ci/production-values.yaml.
-Environment wiring is compared with ``callrec.settings.SERVICES``, so the chart and
+Environment wiring is compared with ``callrec.configdoc.SERVICES``, so the chart and
 the code cannot drift apart.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from callrec.settings import SERVICES, env_name
+from callrec.configdoc import SERVICES, env_name
 from deploy import tools
 from tests.deploy.conftest import (
     CHART,

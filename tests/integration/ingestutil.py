@@ -8,8 +8,9 @@ import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
-from callrec.settings import IngestSettings
+from callrec import wiring
 from ingest.server import IngestServer
+from ingest.settings import IngestSettings
 
 TOKEN = "test-token"
 
@@ -29,7 +30,7 @@ def ingest_settings(bootstrap: str, topic: str, **overrides: Any) -> IngestSetti
 
 @contextlib.asynccontextmanager
 async def running_ingest(settings: IngestSettings) -> AsyncIterator[IngestServer]:
-    server = IngestServer(settings)
+    server = wiring.ingest_server(settings)
     await server.start()
     try:
         async with asyncio.timeout(30):

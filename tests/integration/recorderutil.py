@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from callrec.probes import Worker
-from callrec.settings import RecorderSettings
+from callrec import wiring
 from deploy.local import stack
-from workers.manifest import Manifest, decode_manifest
+from infra.probes import Worker
+from infra.store.s3 import S3Store
+from schemas.manifest import Manifest, decode_manifest
 from workers.recorder.service import RecorderService
-from workers.store import S3Store
+from workers.recorder.settings import RecorderSettings
 
 
 def new_bucket(minio: stack.MinioServer, *, object_lock: bool = False) -> str:
@@ -55,7 +56,7 @@ def recorder_settings(kafka: stack.KafkaServer, minio: stack.MinioServer, media_
 async def running_recorder(settings: RecorderSettings) -> AsyncIterator[RecorderService]:
     store = settings.open_store()
     await asyncio.to_thread(store.check)
-    async with running(RecorderService.from_settings(settings, store)) as service:
+    async with running(wiring.recorder_service(settings, store)) as service:
         yield service
 
 

@@ -30,13 +30,15 @@ import prometheus_client
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from callrec import simulator
-from callrec.audio import encode_pcm
+from callrec import simulator, wiring
 from callrec.cli import main
-from callrec.settings import AnalyzerSettings
 from deploy.local import stack
+from infra.audio import encode_pcm
+from infra.parquet import read_parquet
+from infra.store.s3 import S3Store
 from schemas import envelope
 from schemas.codecs import L16_24K
+from schemas.manifest import recording_event
 from tests.analyzerutil import (
     GatedTranscriber,
     archive_call,
@@ -58,10 +60,8 @@ from tests.integration.recorderutil import (
 )
 from workers.analyzer.analysis import analyze_recording, load_manifest
 from workers.analyzer.service import AnalyzerService
+from workers.analyzer.settings import AnalyzerSettings
 from workers.analyzer.transcribe import Transcriber, TranscriberConfig, WhisperTranscriber
-from workers.manifest import recording_event
-from workers.parquet import read_parquet
-from workers.store import S3Store
 
 JFK = ("And so my fellow Americans, ask not what your country can do for you, ask what you can "
        "do for your country.")
@@ -107,7 +107,7 @@ async def running_analyzer(settings: AnalyzerSettings, transcriber: Transcriber
                            ) -> AsyncIterator[AnalyzerService]:
     store = settings.open_store()
     await asyncio.to_thread(store.check)
-    async with running(AnalyzerService.from_settings(settings, store, transcriber)) as service:
+    async with running(wiring.analyzer_service(settings, store, transcriber)) as service:
         yield service
 
 
@@ -347,7 +347,7 @@ async def test_calls_through_the_whole_pipeline_are_transcribed_measured_and_que
     for rec_id in ("jfk-1-0", "stereo-1-0", "espeak-1-0", "silence-1-0", "faulty-1-0"):
         manifest = load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
         result = await asyncio.to_thread(
-            analyze_recording, store, recording_event(store, manifest), transcriber,
+            analyze_recording, store, recording_event(manifest, store.uri), transcriber,
             analyzer.analysis_config(), force=True)
         assert not result.skipped
     after = {k: store.get_bytes(k) for k in store.list_keys("")}

@@ -21,9 +21,12 @@ from typing import Any, ClassVar
 import pytest
 
 from callrec import simulator
-from callrec.settings import IGNORED, UpSettings
-from callrec.up import Embedded
+from callrec.configdoc import IGNORED
+from callrec.up import EmbeddedPipeline, UpSettings
 from deploy.local import stack
+from infra.parquet import read_parquet
+from infra.store.local import LocalStore
+from schemas.manifest import decode_manifest
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
 from tests.integration.recorderutil import (
     load_manifest,
@@ -40,9 +43,6 @@ from tests.integration.test_analyzer import (
     wait_for_transcripts,
 )
 from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber
-from workers.manifest import decode_manifest
-from workers.parquet import read_parquet
-from workers.store import LocalStore
 
 POD = "ingest-test"
 
@@ -74,8 +74,8 @@ def up_settings(data_dir: Path, settings_class: type[UpSettings] = UpSettings,
 
 
 @contextlib.asynccontextmanager
-async def running_up(settings: UpSettings) -> AsyncIterator[Embedded]:
-    embedded = Embedded(settings)
+async def running_up(settings: UpSettings) -> AsyncIterator[EmbeddedPipeline]:
+    embedded = EmbeddedPipeline(settings)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(embedded.run(stop, ready))
     try:

@@ -195,7 +195,7 @@ async def test_broker_down_for_ten_seconds_loses_no_chunk(
     """Backpressure holds the socket while the broker is away; every chunk arrives after.
 
     Meanwhile ingest asks for metadata at a steady pace: unpaced, aiokafka's sender
-    retried in a loop and logged ~12,000 errors a second (ingest/publisher.py).
+    retried in a loop and logged ~12,000 errors a second (infra/bus/kafka.py).
     """
     broker = own_kafka
     topic = "callrec.media.outage"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from callrec import simulator
-from callrec.audio import encode_pcm, load_audio
 from deploy.local import stack
+from infra.audio import encode_pcm, load_audio
 from schemas import envelope
 from schemas.codecs import L16_24K
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url

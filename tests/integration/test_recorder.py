@@ -11,8 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from callrec import simulator
-from callrec.audio import encode_pcm, load_audio
 from deploy.local import stack
+from infra.audio import encode_pcm, load_audio
+from infra.parquet import read_parquet
+from infra.store.s3 import S3Store
 from schemas import envelope
 from schemas.codecs import L16_24K
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
@@ -27,8 +29,6 @@ from tests.integration.recorderutil import (
     wait_for_manifests,
     wav_channels,
 )
-from workers.parquet import read_parquet
-from workers.store import S3Store
 
 
 @pytest.mark.parametrize("layout", ["both", "oneway"])

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from callrec import simulator
 from deploy.local import stack
+from infra.parquet import read_parquet
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
 from tests.integration.recorderutil import (
     recorder_settings,
@@ -23,7 +24,6 @@ from tests.integration.recorderutil import (
     s3_store,
     wait_for_manifests,
 )
-from workers.parquet import read_parquet
 
 CALLS = 20
 BUCKET = "callrec"

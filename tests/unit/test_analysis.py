@@ -9,7 +9,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from callrec.audio import encode_pcm
+from infra.audio import encode_pcm
+from infra.parquet import read_parquet
+from infra.store import StoredObject
+from infra.store.local import LocalStore
 from schemas.codecs import PCMU_8K
 from tests.analyzerutil import START_NS, FakeTranscriber, archive_call, pcm
 from tests.unit.test_callmetrics import track
@@ -22,8 +25,6 @@ from workers.analyzer.analysis import (
 )
 from workers.analyzer.backfill import archived_recordings, backfill
 from workers.analyzer.transcribe import Segment, Word, split_at_pauses
-from workers.parquet import read_parquet
-from workers.store import LocalStore, StoredObject
 
 RATE = 24000
 CONFIG = AnalysisConfig()
@@ -160,11 +161,11 @@ def test_backfill_resumes_and_filters_by_date(store: LocalStore, tmp_path: Path)
 
 
 def archive_event(store: LocalStore, rec_id: str):  # type: ignore[no-untyped-def]
+    from schemas.manifest import recording_event
     from workers.analyzer.analysis import load_manifest
-    from workers.manifest import recording_event
 
     return recording_event(
-        store, load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id)
+        load_manifest(store, f"recordings/{rec_id}/manifest.json", rec_id), store.uri
     )
 
 
@@ -174,7 +175,7 @@ async def test_the_service_on_the_local_bus_commits_after_writing_and_skips_pois
     """AnalyzerService is bus-agnostic: the local bus of ``callrec up`` drives it too."""
     import asyncio
 
-    from callrec.bus.local import LocalBus, LocalConsumer, LocalProducer
+    from infra.bus.local import LocalBus, LocalConsumer, LocalProducer
     from schemas import envelope
     from workers.analyzer.service import AnalyzerService
 
@@ -217,7 +218,7 @@ async def test_the_lag_counts_the_backlog_being_worked_through_and_goes_with_the
 
     from aiokafka import TopicPartition
 
-    from callrec.bus.local import LocalBus, LocalConsumer, LocalProducer
+    from infra.bus.local import LocalBus, LocalConsumer, LocalProducer
     from schemas import envelope
     from tests.analyzerutil import GatedTranscriber
     from workers.analyzer.service import AnalyzerService

@@ -7,13 +7,13 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from callrec.settings import AnalyzerSettings
+from infra.parquet import read_parquet
+from infra.store.local import LocalStore
 from tests.analyzerutil import FakeTranscriber, archive_call, pcm
 from tests.unit.test_callmetrics import track
 from workers.analyzer.analysis import analyze_recording
+from workers.analyzer.settings import AnalyzerSettings
 from workers.analyzer.transcribe import TranscriberConfig
-from workers.parquet import read_parquet
-from workers.store import LocalStore
 
 
 def test_model_options_from_the_environment_reach_the_transcriber_config(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from infra.store.local import LocalStore
 from schemas import envelope
-from workers.reassembly import RecordingAssembler
 from workers.recorder.archive import archive_recording
-from workers.recorder.calls import Recording
-from workers.store import LocalStore
+from workers.recorder.reassembly import RecordingAssembler
+from workers.recorder.tracker import Recording
 
 MS = 1_000_000
 T0 = 1_763_712_000_000 * MS

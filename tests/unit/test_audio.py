@@ -1,4 +1,4 @@
-"""callrec.audio: decoding + resampling, G.711, framing."""
+"""infra.audio: decoding + resampling, G.711, framing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callrec.audio import (
+from infra.audio import (
     AudioFileError,
     decode_pcm,
     encode_pcm,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import envelope
-from workers.recorder.calls import CallTracker
+from workers.recorder.tracker import CallTracker
 
 MS = 1_000_000
 T0 = 1_763_712_000_000 * MS

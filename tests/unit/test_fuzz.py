@@ -392,7 +392,7 @@ class _NoPublisher:
 
 
 def test_corpus_tokens_are_refused_before_the_upgrade() -> None:
-    from callrec.settings import IngestSettings
+    from ingest.settings import IngestSettings
 
     tokens = json.loads((CORPUS / "tokens.json").read_text())
     settings_ = IngestSettings(ingest_tokens=tokens["accepted"], ingest_port=0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from callrec.bus.local import LocalBus, LocalConsumer, LocalLog, LocalProducer, LocalPublisher
+from infra.bus.local import LocalBus, LocalConsumer, LocalLog, LocalProducer, LocalPublisher
 
 
 def test_records_come_back_in_order_with_offsets_after_reopening(tmp_path: Path) -> None:
@@ -140,14 +140,14 @@ async def test_the_publisher_always_has_room_and_acknowledges_on_append(tmp_path
     publisher = LocalPublisher(bus, "media")
     await publisher.start()
     assert await publisher.probe(within_s=0.1)
-    assert publisher.has_room() and not publisher.spent and publisher.given_up == 0
+    assert publisher.has_room() and publisher.has_room(waiting=True) and publisher.failures == 0
     assert publisher.partition_for(b"call-1") == publisher.partition_for(b"call-2") == 0
     acks = [publisher.offer(0, b"call-1", b"frame %d" % i) for i in range(3)]
     assert all(ack.done() and ack.result() is None for ack in acks), "acknowledged as written"
     assert [(r.offset, r.value) for r in bus.log("media").read(0, 10)] == [
         (0, b"frame 0"), (1, b"frame 1"), (2, b"frame 2")
     ]
-    assert publisher.has_room() and publisher.given_up == 0
+    assert publisher.has_room() and publisher.failures == 0
     await publisher.stop()
 
 

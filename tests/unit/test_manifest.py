@@ -9,20 +9,19 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from infra.wav import write_wav
 from schemas import envelope
 from schemas.codecs import L16_24K
-from workers.manifest import (
+from schemas.custody import iso_time
+from schemas.manifest import (
     MANIFEST_VERSION,
     Manifest,
     ObjectEntry,
-    build_manifest,
-    calls_row,
     decode_manifest,
-    iso_time,
     manifest_bytes,
 )
-from workers.reassembly import RecordingAssembler
-from workers.wav import write_wav
+from workers.recorder.manifests import build_manifest, calls_row
+from workers.recorder.reassembly import RecordingAssembler
 
 CALL = "call-7"
 T0 = 1_714_607_999_990_000_000  # 2024-05-01T23:59:59.990Z: the next ms crosses midnight

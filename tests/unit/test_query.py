@@ -13,10 +13,10 @@ import pytest
 
 from callrec import query
 from callrec.cli import main
+from infra.store.local import LocalStore
 from tests.analyzerutil import FakeTranscriber, archive_call, pcm
 from tests.unit.test_callmetrics import track
 from workers.analyzer.analysis import AnalysisConfig, analyze_recording
-from workers.store import LocalStore
 
 DOCS = Path(__file__).parents[2] / "docs" / "analytics.md"
 DAY = 86_400 * 10**9
@@ -195,8 +195,8 @@ def constructed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         d3  talk 9000, overtalk 2500; a caller segment 0-8000 covers the agent's 2000-2500,
             so 2500 -> 8200 is no pause (the caller talks until 8000)
     """
+    from infra.parquet import rows_to_parquet
     from schemas.tables import table_key
-    from workers.parquet import rows_to_parquet
 
     root = tmp_path_factory.mktemp("examples")
     store = LocalStore(root)

@@ -19,16 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infra.wav import write_wav
 from schemas import envelope
 from schemas.codecs import L16_16K, PCMU_8K, Codec
-from workers.reassembly import (
+from workers.recorder.reassembly import (
     RecordingAssembler,
     RecordingResult,
     WrongCallError,
     event_time_ns,
 )
-from workers.spool import FinalizedError
-from workers.wav import write_wav
+from workers.recorder.spool import FinalizedError
 
 CALL = "call-1"
 T0_NS = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z

@@ -9,17 +9,17 @@ import pytest
 from pydantic import ValidationError
 
 from callrec.cli import build_parser
-from callrec.settings import (
+from callrec.configdoc import (
     COMMANDS,
     IGNORED,
     TOOL_VARIABLES,
-    IngestSettings,
-    RecorderSettings,
     env_name,
     readers,
     reference_markdown,
 )
 from deploy.local import stack
+from ingest.settings import IngestSettings
+from workers.recorder.settings import RecorderSettings
 
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs" / "configuration.md"
@@ -33,7 +33,7 @@ VARIABLE = re.compile(r"\bCALLREC_[A-Z0-9_]*[A-Z0-9]\b(?![_*])")
 
 def test_configuration_page_is_generated_from_the_settings() -> None:
     assert DOCS.read_text() == reference_markdown(), (
-        "docs/configuration.md is stale: python -m callrec.settings > docs/configuration.md"
+        "docs/configuration.md is stale: python -m callrec.configdoc > docs/configuration.md"
     )
 
 

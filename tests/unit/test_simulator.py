@@ -25,7 +25,6 @@ from websockets.sync.server import ServerConnection as SyncConnection
 from websockets.sync.server import serve as serve_sync
 
 from callrec import cli
-from callrec.audio import encode_pcm, load_audio
 from callrec.simulator import (
     CallReport,
     CallsFailed,
@@ -39,6 +38,7 @@ from callrec.simulator import (
     stream_call,
     with_token,
 )
+from infra.audio import encode_pcm, load_audio
 from schemas import wavix
 from schemas.codecs import L16_24K, PCMA_8K, PCMU_8K, Codec
 from schemas.errors import (

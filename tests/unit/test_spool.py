@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codecs import L16_16K, L16_24K, PCMU_8K
-from workers.spool import FAN_IN, ChunkSpool, FinalizedError, IntervalSet, SpoolCorruptError
+from workers.recorder.spool import (
+    FAN_IN,
+    ChunkSpool,
+    FinalizedError,
+    IntervalSet,
+    SpoolCorruptError,
+)
 
 
 @given(st.lists(st.integers(-50, 50)), st.lists(st.integers(-50, 50)))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.store import LocalStore, StoreError
+from infra.store import StoreError
+from infra.store.local import LocalStore
 
 
 def test_objects_come_back_as_written_and_replace_the_old_ones(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_a_failed_write_never_replaces_the_object(tmp_path: Path,
 _WRITER = """
 import sys
 from pathlib import Path
-from workers.store import LocalStore
+from infra.store.local import LocalStore
 LocalStore(Path(sys.argv[1])).put_file("recordings/r1/audio.wav", Path(sys.argv[2]),
                                        "0" * 64, "audio/wav")
 """

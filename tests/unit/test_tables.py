@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.parquet import RowError, read_parquet, rows_to_parquet
 from schemas.tables import (
     PARTITION_COLUMN,
     PARTITION_SCHEMA,
@@ -19,7 +20,6 @@ from schemas.tables import (
     recording_id,
     table_key,
 )
-from workers.parquet import RowError, read_parquet, rows_to_parquet
 
 START_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
 

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codecs import L16_16K, L16_24K, PCMA_8K, PCMU_8K, Codec
-from workers.wav import (
+from infra.wav import (
     BLOCK_FRAMES,
     WAVE_FORMAT_ALAW,
     WAVE_FORMAT_MULAW,
@@ -23,6 +22,7 @@ from workers.wav import (
     wav_header,
     write_wav,
 )
+from schemas.codecs import L16_16K, L16_24K, PCMA_8K, PCMU_8K, Codec
 
 
 def write_tracks(tmp: Path, tracks: list[bytes]) -> list[Path]:

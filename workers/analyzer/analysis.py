@@ -1,7 +1,7 @@
 """Analysing one archived recording: transcript, ``segments`` and ``metrics`` rows.
 
 The backend-independent core of the analyzer: :func:`analyze_recording` takes
-an :class:`~workers.store.ObjectStore` (S3 or a directory), a
+an :class:`~infra.store.ObjectStore` (S3 or a directory), a
 ``RecordingFinished`` event, a :class:`~workers.analyzer.transcribe.Transcriber`
 and an :class:`AnalysisConfig`. The Kafka service, the backfill and the
 embedded mode all call it; none has analysis code of its own.
@@ -30,7 +30,7 @@ Errors (none retriable but ``StoreUnavailable``)::
     ├── RecordingNotFoundError         no manifest or no WAV for the recording
     └── AudioFormatError               the WAV is not what the manifest describes
     TranscriptionError (transcribe.py) the model failed
-    StoreError (workers.store)         reading or writing the archive;
+    StoreError (infra.store)         reading or writing the archive;
     └── StoreUnavailable               transient: retry
 """
 
@@ -49,10 +49,20 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from callrec.audio import decode_pcm
+from infra.audio import decode_pcm
+from infra.parquet import CONTENT_TYPE as PARQUET_TYPE
+from infra.parquet import rows_to_parquet
+from infra.store import ObjectStore, StoreError
 from schemas import envelope
 from schemas.codecs import Codec, codec_by_id
 from schemas.errors import UnknownCodecError
+from schemas.layout import (
+    MANIFEST_NAME,
+    WAV_NAME,
+    recording_prefix,
+    transcript_key,
+)
+from schemas.manifest import Manifest, decode_manifest
 from schemas.tables import table_key
 from workers.analyzer import callmetrics
 from workers.analyzer.callmetrics import Interval, TalkDetector
@@ -62,16 +72,6 @@ from workers.analyzer.transcribe import (
     TranscriptionError,
     to_model_input,
 )
-from workers.layout import (
-    MANIFEST_NAME,
-    WAV_NAME,
-    recording_prefix,
-    transcript_key,
-)
-from workers.manifest import Manifest, decode_manifest
-from workers.parquet import CONTENT_TYPE as PARQUET_TYPE
-from workers.parquet import rows_to_parquet
-from workers.store import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ _WAV_TAGS = {"L16": 1, "PCMA": 6, "PCMU": 7}
 
 
 def read_wav(data: bytes, codec: Codec, channels: int) -> list[npt.NDArray[np.int16]]:
-    """The int16 samples of each channel of a WAV written by ``workers.wav``.
+    """The int16 samples of each channel of a WAV written by ``infra.wav``.
 
     Checks that the format tag, rate and channel count are ``codec``'s and
     ``channels``; G.711 is decoded to linear PCM. Raises :class:`AudioFormatError`.

@@ -34,6 +34,9 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from infra.store import ObjectStore
+from schemas.layout import MANIFEST_NAME, TRANSCRIPT_NAME, recording_prefix
+from schemas.manifest import recording_event
 from workers.analyzer import metrics
 from workers.analyzer.analysis import (
     AnalysisConfig,
@@ -44,9 +47,6 @@ from workers.analyzer.analysis import (
 )
 from workers.analyzer.service import failure_reason, is_retriable
 from workers.analyzer.transcribe import Transcriber
-from workers.layout import MANIFEST_NAME, TRANSCRIPT_NAME, recording_prefix
-from workers.manifest import recording_event
-from workers.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _analyze_one(store: ObjectStore, rec_id: str, transcriber: Transcriber,
         began = time.perf_counter()
         try:
             manifest = load_manifest(store, recording_prefix(rec_id) + MANIFEST_NAME, rec_id)
-            event = recording_event(store, manifest)
+            event = recording_event(manifest, store.uri)
             result = analyze_recording(store, event, transcriber, config, force=True)
         except Exception as exc:
             reason = failure_reason(exc)

@@ -1,6 +1,6 @@
 """``callrec analyzer``: consume ``callrec.recordings``, analyse each recording.
 
-The consumer is any ``callrec.bus.Consumer``: aiokafka's (``from_settings``) or
+The consumer is any ``infra.bus.Consumer``: aiokafka's (built by ``callrec.wiring``) or
 the local bus of ``callrec up``; the analysis is ``analyze_recording`` either way.
 
 The loop, and the order in which things become durable (DESIGN.md §4)::
@@ -56,12 +56,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from callrec.bus import Consumer, Message
+from infra.bus import Consumer, Message
+from infra.store import ObjectStore, StoreError
 from schemas import envelope
 from schemas.errors import EnvelopeError
 from workers.analyzer import metrics
@@ -73,10 +74,6 @@ from workers.analyzer.analysis import (
     analyze_recording,
 )
 from workers.analyzer.transcribe import Transcriber, TranscriptionError
-from workers.store import ObjectStore, StoreError
-
-if TYPE_CHECKING:
-    from callrec.settings import AnalyzerSettings
 
 log = logging.getLogger(__name__)
 
@@ -168,29 +165,6 @@ class AnalyzerService:
         self.started = False
         self.analyzed = 0
         """Recordings this process analysed or skipped (tests and benchmarks wait on it)."""
-
-    @classmethod
-    def from_settings(
-        cls, settings: AnalyzerSettings, store: ObjectStore, transcriber: Transcriber
-    ) -> AnalyzerService:
-        """A service with the settings' consumer; load the transcriber first (slow) with
-        ``WhisperTranscriber(settings.transcriber_config())``."""
-        return cls(
-            consumer=AIOKafkaConsumer(
-                group_id=settings.analyzer_group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=settings.analyzer_session_timeout_ms,
-                heartbeat_interval_ms=max(1000, settings.analyzer_session_timeout_ms // 5),
-                **settings.kafka_client_options(),
-            ),
-            store=store,
-            transcriber=transcriber,
-            config=settings.analysis_config(),
-            recordings_topic=settings.kafka_recordings_topic,
-            max_attempts=settings.analyzer_max_attempts,
-            shutdown_grace_s=settings.analyzer_shutdown_grace_s,
-        )
 
     @property
     def ready(self) -> bool:

@@ -26,26 +26,25 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from infra.parquet import rows_to_parquet
+from infra.store import ObjectStore, StoredObject
+from infra.wav import write_wav
 from schemas import envelope
-from schemas.tables import recording_id, table_key
-from workers.layout import MANIFEST_NAME, WAV_NAME, recording_prefix
-from workers.manifest import (
+from schemas.custody import parse_iso_ns
+from schemas.layout import MANIFEST_NAME, WAV_NAME, recording_prefix
+from schemas.manifest import (
     Manifest,
     ObjectEntry,
-    build_manifest,
-    calls_row,
     decode_manifest,
     manifest_bytes,
-    parse_iso_ns,
     recording_event,
 )
-from workers.parquet import rows_to_parquet
-from workers.reassembly import RecordingAssembler, RecordingResult
-from workers.store import ObjectStore, StoredObject
-from workers.wav import write_wav
+from schemas.tables import recording_id, table_key
+from workers.recorder.manifests import build_manifest, calls_row
+from workers.recorder.reassembly import RecordingAssembler, RecordingResult
 
 if TYPE_CHECKING:
-    from workers.recorder.calls import Recording
+    from workers.recorder.tracker import Recording
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     if existing is not None:
         log.info("call_id=%s: %s already archived, not rewritten", result.call_id, rec_id)
         assembler.discard()
-        return ArchivedRecording(recording_event(store, existing), already_archived=True,
+        return ArchivedRecording(recording_event(existing, store.uri), already_archived=True,
                                  last_close_ns=rec.closed_at_ns)
 
     manifest = build_manifest(result, part=part, recording_id=rec_id)
@@ -95,7 +94,7 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     assembler.discard()
     counts = [t.counts for t in result.tracks]
     return ArchivedRecording(
-        recording_event(store, manifest),
+        recording_event(manifest, store.uri),
         already_archived=False,
         gaps=sum(c.gaps for c in counts),
         duplicates=sum(c.duplicates for c in counts),

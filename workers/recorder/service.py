@@ -30,22 +30,18 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from callrec.bus import Consumer, Producer
+from infra.bus import Consumer, Producer
+from infra.store import ObjectStore, StoreError
 from schemas import envelope
 from schemas.errors import EnvelopeError
-from workers.reassembly import RecordingAssembler
 from workers.recorder import metrics
 from workers.recorder.archive import ArchivedRecording, archive_recording
-from workers.recorder.calls import Assembler, CallTracker, Recording
-from workers.store import ObjectStore, StoreError
-
-if TYPE_CHECKING:
-    from callrec.settings import RecorderSettings
+from workers.recorder.reassembly import RecordingAssembler
+from workers.recorder.tracker import Assembler, CallTracker, Recording
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +65,7 @@ class RecorderService:
         idle_timeout_s: float,
         commit_interval_s: float = 1.0,
         max_parallel_archives: int = 4,
+        shutdown_grace_s: float = 20.0,
         cut_open_on_restart: bool = False,
     ) -> None:
         self.consumer = consumer
@@ -78,6 +75,7 @@ class RecorderService:
         self.recordings_topic = recordings_topic
         self.spill_dir = spill_dir
         self.commit_interval_s = commit_interval_s
+        self.shutdown_grace_s = shutdown_grace_s
         self.tracker = CallTracker(
             lambda call_id: make_assembler(call_id, spill_dir),
             grace_ms=grace_ms,
@@ -94,41 +92,14 @@ class RecorderService:
         self._restart_ends: dict[int, int] | None = None
 
     @staticmethod
-    def assembler_factory(settings: RecorderSettings) -> Callable[[str, Path], Assembler]:
-        window_ms = settings.recorder_reorder_window_ms
+    def assembler_factory(window_ms: int) -> Callable[[str, Path], Assembler]:
+        """Assemblers that keep ``window_ms`` of audio per track in RAM for reordering."""
 
         def make_assembler(call_id: str, spill_dir: Path) -> RecordingAssembler:
             # One spool directory per recording: parts of one call never share files.
             return RecordingAssembler(call_id, spill_dir / uuid.uuid4().hex, window_ms=window_ms)
 
         return make_assembler
-
-    @classmethod
-    def from_settings(cls, settings: RecorderSettings, store: ObjectStore) -> RecorderService:
-        """A recorder on Kafka, as ``callrec recorder`` runs it."""
-        options = settings.kafka_client_options()
-        return cls(
-            consumer=AIOKafkaConsumer(
-                group_id=settings.recorder_group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                fetch_min_bytes=settings.recorder_fetch_min_bytes,
-                fetch_max_wait_ms=settings.recorder_fetch_max_wait_ms,
-                session_timeout_ms=settings.recorder_session_timeout_ms,
-                heartbeat_interval_ms=max(1000, settings.recorder_session_timeout_ms // 5),
-                **options,
-            ),
-            producer=AIOKafkaProducer(acks="all", enable_idempotence=True, **options),
-            store=store,
-            media_topic=settings.kafka_media_topic,
-            recordings_topic=settings.kafka_recordings_topic,
-            spill_dir=Path(settings.recorder_spill_dir),
-            make_assembler=cls.assembler_factory(settings),
-            grace_ms=settings.recorder_grace_ms,
-            idle_timeout_s=settings.recorder_idle_timeout_s,
-            commit_interval_s=settings.recorder_commit_interval_s,
-        )
 
     @property
     def ready(self) -> bool:
@@ -173,8 +144,9 @@ class RecorderService:
     async def _shutdown(self) -> None:
         pending = list(self._archives.values())
         if pending:
-            log.info("waiting up to 20s for %d recordings being archived", len(pending))
-            await asyncio.wait(pending, timeout=20)
+            log.info("waiting up to %.0fs for %d recordings being archived",
+                     self.shutdown_grace_s, len(pending))
+            await asyncio.wait(pending, timeout=self.shutdown_grace_s)
         for task in self._archives.values():
             task.cancel()
         try:

@@ -94,7 +94,7 @@ A value as a ConfigMap string. Helm reads numbers in values as float64, so
 {{/*
 Settings the chart derives from its typed values, per component, as a YAML map of
 CALLREC_* name -> value. Every name is a field of the service's settings class
-(callrec/settings.py); tests/deploy/test_helm.py checks that against SERVICES.
+(infra/settings.py); tests/deploy/test_helm.py checks that against SERVICES.
 Call with (dict "ctx" $ "component" "recorder").
 */}}
 {{- define "callrec.managedConfig" -}}

@@ -1,18 +1,4 @@
-"""Where recordings and tables are archived: S3 (or MinIO) or a local directory.
-
-Both stores implement :class:`ObjectStore`, a deliberately small, synchronous
-interface (boto3 is synchronous; async callers use ``asyncio.to_thread``).
-Keys are ``/``-separated and identical in both, so the archive layout
-(docs/formats.md) does not depend on the backend.
-
-Errors::
-
-    StoreError                      retriable = False unless said otherwise
-    ├── StoreUnavailable            retriable: network error, timeout, 5xx, throttling
-    ├── BucketMissingError          the bucket does not exist (start-up check)
-    ├── StoreAccessError            credentials refused for the bucket
-    └── ObjectLockNotEnabledError   retention asked for, bucket without Object Lock
-"""
+"""The archive in an S3 bucket (AWS, MinIO...): checksummed uploads, SSE, Object Lock."""
 
 from __future__ import annotations
 
@@ -20,200 +6,25 @@ import base64
 import datetime as dt
 import hashlib
 import logging
-import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from infra.store import (
+    BucketMissingError,
+    ObjectLockNotEnabledError,
+    Retention,
+    StoreAccessError,
+    StoredObject,
+    StoreError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 """Files above this go up as multipart uploads (composite SHA-256 checksum per part)."""
 MULTIPART_PART_BYTES = 8 * 1024 * 1024
-
-
-class StoreError(Exception):
-    retriable = False
-
-
-class StoreUnavailable(StoreError):
-    retriable = True
-
-
-class BucketMissingError(StoreError):
-    pass
-
-
-class StoreAccessError(StoreError):
-    pass
-
-
-class ObjectLockNotEnabledError(StoreError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """An object as written: what the manifest lists."""
-
-    key: str
-    """Key inside the archive (without bucket or prefix)."""
-    sha256: str
-    """Lower-case hex SHA-256 of the object's bytes."""
-    size: int
-    content_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """WORM settings applied to every object of a recording."""
-
-    mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
-    """S3 Object Lock mode; None = no retention."""
-    days: int = 0
-    """Retention period from the upload."""
-    legal_hold: bool = False
-
-
-class ObjectStore(Protocol):
-    """The archive: put, get, list, and say where an object lives."""
-
-    def check(self) -> None:
-        """Verify at start-up that the archive is usable; raise a named ``StoreError``."""
-
-    def uri(self, key: str) -> str:
-        """Where ``key`` lives, as a URI users can open (``s3://bucket/...``, ``file://...``)."""
-
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
-
-    def put_file(self, key: str, path: Path, sha256: str, content_type: str) -> StoredObject: ...
-
-    def get_bytes(self, key: str) -> bytes: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def list_keys(self, prefix: str) -> list[str]:
-        """Keys under ``prefix``, sorted."""
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make ``directory``'s entries durable: a rename into it, a file created in it.
-
-    fsync of a file covers its bytes, not its name: after a power loss a renamed
-    file can be missing (or be the old one) unless its directory was fsynced too.
-    """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(directory: Path) -> None:
-    """``mkdir -p`` whose new directories survive power loss (each parent is fsynced)."""
-    missing: list[Path] = []
-    path = directory
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir()
-        except FileExistsError:
-            if not path.is_dir():
-                raise
-            continue  # created meanwhile by another writer, which makes it durable
-        fsync_dir(path.parent)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# -- local directory ---------------------------------------------------------------------
-
-
-class LocalStore:
-    """A directory as archive. Writes are atomic and durable: a temp file in the same
-    directory, fsync, rename over the key, fsync of the directory (and of the parent of
-    every directory created for the key). A reader, a process crash or a power loss
-    never sees half an object; once ``put_*`` returns, the object survives power loss,
-    so the manifest written last is on disk only after everything it lists.
-
-    A temp file (``.<name>.<random>``) is left behind only by a crash in the middle
-    of a write; names starting with ``.`` are never listed as keys."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def check(self) -> None:
-        make_dirs(self.root)
-        if not os.access(self.root, os.W_OK):
-            raise StoreAccessError(f"archive directory {self.root} is not writable")
-
-    def uri(self, key: str) -> str:
-        if not key:
-            return self.root.resolve().as_uri()
-        return self._path(key).resolve().as_uri()
-
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
-            raise StoreError(f"key {key!r} escapes the archive directory")
-        return path
-
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        self._atomic_write(key, lambda f: f.write(data))
-        return StoredObject(key, hashlib.sha256(data).hexdigest(), len(data), content_type)
-
-    def put_file(self, key: str, path: Path, sha256: str, content_type: str) -> StoredObject:
-        def copy(f: Any) -> None:
-            with path.open("rb") as src:
-                while block := src.read(1024 * 1024):
-                    f.write(block)
-
-        self._atomic_write(key, copy)
-        return StoredObject(key, sha256, path.stat().st_size, content_type)
-
-    def _atomic_write(self, key: str, write: Any) -> None:
-        target = self._path(key)
-        make_dirs(target.parent)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(target.parent)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def list_keys(self, prefix: str) -> list[str]:
-        base = self.root.resolve()
-        return sorted(
-            str(p.relative_to(base))
-            for p in base.rglob("*")
-            if p.is_file()
-            and not p.name.startswith(".")
-            and str(p.relative_to(base)).startswith(prefix)
-        )
-
-
-# -- S3 ----------------------------------------------------------------------------------
 
 
 class S3Store:
@@ -231,7 +42,7 @@ class S3Store:
         secret_access_key: str | None = None,
         sse: Literal["AES256", "aws:kms"] | None = None,
         sse_kms_key_id: str | None = None,
-        retention: Retention = Retention(),
+        retention: Retention | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -240,7 +51,7 @@ class S3Store:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.sse = sse
         self.sse_kms_key_id = sse_kms_key_id
-        self.retention = retention
+        self.retention = retention or Retention()
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -427,15 +238,3 @@ def _translate(exc: Exception) -> StoreError:
     if isinstance(exc, BotoCoreError | OSError):
         return StoreUnavailable(f"S3 unreachable: {exc}")
     return StoreError(repr(exc))
-
-
-def open_store(uri: str, **s3_options: Any) -> ObjectStore:
-    """``s3://bucket/prefix``: :class:`S3Store`; ``file:///dir`` or a path: :class:`LocalStore`."""
-    parts = urlsplit(uri)
-    if parts.scheme == "s3":
-        return S3Store.from_uri(uri, **s3_options)
-    if parts.scheme == "file":
-        return LocalStore(Path(parts.path))
-    if parts.scheme == "":
-        return LocalStore(Path(uri))
-    raise StoreError(f"unsupported archive URI {uri!r}: use s3://bucket/prefix or a directory")

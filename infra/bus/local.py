@@ -43,7 +43,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from workers.store import fsync_dir, make_dirs
+from infra.bus import BusError
+from infra.durable import fsync_dir, make_dirs, replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,8 @@ _HEADER = struct.Struct(">III")
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
-class LocalLogError(Exception):
-    pass
-
-
-def replace_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` all or nothing, and durably once this returns.
-
-    A crash or power loss at any point leaves the old content or the new one,
-    never a mix: the new bytes go to a temp file, fsynced, renamed over ``path``;
-    the directory is then fsynced so the rename itself survives power loss.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+class LocalLogError(BusError):
+    """The local log on disk is unreadable, or its directory is in use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +280,7 @@ class LocalPublisher:
     There is never anything in flight, so there is always room.
     """
 
-    spent = False
-    given_up = 0
+    failures = 0
 
     def __init__(self, bus: LocalBus, topic: str) -> None:
         self._log = bus.log(topic)
@@ -318,7 +298,7 @@ class LocalPublisher:
     def partition_for(self, key: bytes) -> int:
         return 0
 
-    def has_room(self) -> bool:
+    def has_room(self, waiting: bool = False) -> bool:
         return True
 
     def when_room(self, callback: Callable[[], None]) -> None:

@@ -2,9 +2,9 @@
 
 Two backends implement them:
 
-- Kafka (scale-out): ``ingest.publisher.KafkaPublisher`` for ingest, and
+- Kafka (scale-out): ``infra.bus.kafka.KafkaPublisher`` for ingest, and
   aiokafka's own ``AIOKafkaConsumer``/``AIOKafkaProducer`` for the workers;
-- a local log (``callrec up``): ``callrec.bus.local``, an append-only file per
+- a local log (``callrec up``): ``infra.bus.local``, an append-only file per
   topic with committed offsets per consumer group, in one process.
 
 The services are written against these protocols only, so reassembly, archiving
@@ -20,6 +20,18 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
+
+
+class BusError(Exception):
+    """Root of the bus errors."""
+
+    retriable = False
+
+
+class BusUnavailable(BusError):
+    """The bus did not take a record within its timeout (Kafka down or too slow)."""
+
+    retriable = True
 
 
 class Publisher(Protocol):
@@ -42,15 +54,13 @@ class Publisher(Protocol):
     def partition_for(self, key: bytes) -> int:
         """The partition of ``key`` (stable across processes)."""
 
-    given_up: int
-    """Records' batches given up so far: when it changes, connections look at their futures."""
+    failures: int
+    """Offers failed so far (monotonic): when it changes, connections look at their futures
+    (cheaper than a callback per record)."""
 
-    def has_room(self) -> bool:
-        """False while records in flight use the whole budget: stop reading for now."""
-
-    @property
-    def spent(self) -> bool:
-        """Whether a connection being called back by ``when_room`` must stop taking."""
+    def has_room(self, waiting: bool = False) -> bool:
+        """False while records in flight use the whole budget: stop reading for now.
+        ``waiting``: asked by a connection that ``when_room`` is calling back."""
 
     def when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once when room is made, after the callbacks registered earlier."""

@@ -20,7 +20,7 @@ Flow control, in one place:
    ours defaults to 10 ms, half a Wavix frame interval).
 3. A batch that fails (broker down, timeout) is re-sent with backoff until
    ``produce_timeout_s``; only then does its future fail with
-   ``KafkaUnavailable``, and the connections waiting on it are closed with 1013.
+   ``BusUnavailable``, and ingest closes the connections waiting on it with 1013.
    A re-sent batch may duplicate records Kafka already had: the recorder drops
    duplicates by (stream, track, chunk).
 4. The budget is released when Kafka acknowledges the batch (or it is given
@@ -42,13 +42,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import Counter, Gauge, Histogram
 
-from ingest import metrics
-from ingest.errors import KafkaUnavailable
+from infra.bus import BusUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,22 @@ class _PartitionLane:
         self.pump: asyncio.Task[None] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PublishMetrics:
+    """The Prometheus series a publisher updates; the owning service names them."""
+
+    latency: Histogram
+    """From a record being offered to its Kafka acknowledgement, per batch."""
+    records: Counter
+    """Records acknowledged by Kafka."""
+    retries: Counter
+    """Batches re-sent after a Kafka error or timeout."""
+    failures: Counter
+    """Batches given up after the produce timeout."""
+    inflight: Gauge
+    """Bytes offered and not yet acknowledged (read from the budget at scrape time)."""
+
+
 class KafkaPublisher:
     """Publishes callrec envelopes to one topic; see the module docstring."""
 
@@ -156,9 +173,11 @@ class KafkaPublisher:
         *,
         max_inflight_bytes: int,
         produce_timeout_s: float,
+        metrics: PublishMetrics,
         linger_ms: float = 10.0,
         batch_bytes: int = 256 * 1024,
     ) -> None:
+        self.metrics = metrics
         self._client_options = client_options
         self._produce_timeout_s = produce_timeout_s
         self.producer = self._create_producer()
@@ -171,11 +190,11 @@ class KafkaPublisher:
         self._partitions: list[int] = []
         self._lanes: dict[int, _PartitionLane] = {}
         self._unacked: set[_Batch] = set()
-        self.given_up = 0
+        self.failures = 0
         """Batches given up so far (their futures failed): connections check theirs then."""
         self._idle = asyncio.Event()
         self._idle.set()
-        metrics.INFLIGHT_BYTES.set_function(lambda: self.budget.used)
+        metrics.inflight.set_function(lambda: self.budget.used)
 
     def _create_producer(self) -> AIOKafkaProducer:
         # linger 0: batching happens here, per partition lane. max_batch_size above
@@ -227,17 +246,16 @@ class KafkaPublisher:
         parts = self._partitions
         return int(self._partitioner(key, parts, parts))
 
-    def has_room(self) -> bool:
-        """False while the in-flight budget is spent: stop reading, ask ``when_room``."""
-        return self.budget.has_room()
+    def has_room(self, waiting: bool = False) -> bool:
+        """False while the in-flight budget is spent: stop reading, ask ``when_room``.
+
+        ``waiting``: asked by a connection ``when_room`` is calling back, which may take
+        while others still queue behind it, until the budget is spent again."""
+        return not self.budget.spent if waiting else self.budget.has_room()
 
     def when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when room is made (see ``ByteBudget.when_room``)."""
         self.budget.when_room(callback)
-
-    @property
-    def spent(self) -> bool:
-        return self.budget.spent
 
     def offer(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
         """Queue one record now (never waits); the future resolves when Kafka has it."""
@@ -310,10 +328,10 @@ class KafkaPublisher:
         if fut.cancelled() or isinstance(exc, KafkaError):
             self._retry(lane, batch, exc or KafkaError("delivery cancelled"))
         elif exc is not None:
-            self._finish(batch, KafkaUnavailable(repr(exc)))
+            self._finish(batch, BusUnavailable(repr(exc)))
         else:
-            metrics.PRODUCE_LATENCY.observe(time.perf_counter() - batch.created)
-            metrics.RECORDS.inc(len(batch.records))
+            self.metrics.latency.observe(time.perf_counter() - batch.created)
+            self.metrics.records.inc(len(batch.records))
             self._finish(batch, None)
 
     def _retry(self, lane: _PartitionLane, batch: _Batch, exc: BaseException) -> None:
@@ -323,13 +341,13 @@ class KafkaPublisher:
         batches sent meanwhile: the recorder orders by chunk and drops duplicates.
         """
         if time.monotonic() + batch.backoff > batch.deadline:
-            metrics.PRODUCE_FAILURES.inc()
+            self.metrics.failures.inc()
             log.error("giving up on %d records for %s[%d] after %.0fs: %r",
                       len(batch.records), self.topic, batch.partition,
                       self.produce_timeout_s, exc)
-            self._finish(batch, KafkaUnavailable(str(exc) or type(exc).__name__))
+            self._finish(batch, BusUnavailable(str(exc) or type(exc).__name__))
             return
-        metrics.PRODUCE_RETRIES.inc()
+        self.metrics.retries.inc()
         log.warning("re-sending %d records to %s[%d] in %.1fs: %r",
                     len(batch.records), self.topic, batch.partition, batch.backoff, exc)
 
@@ -346,8 +364,29 @@ class KafkaPublisher:
             batch.done.set_result(None)
         else:
             batch.done.set_exception(error)
-            self.given_up += 1
+            self.failures += 1
         self._unacked.discard(batch)
         if not self._unacked:
             self._idle.set()
         self.budget.release(batch.nbytes)
+
+
+def kafka_consumer(
+    client_options: dict[str, object], group_id: str, *, session_timeout_ms: int,
+    **tuning: Any,
+) -> AIOKafkaConsumer:
+    """A consumer-group member that commits by hand and starts at the earliest offset."""
+    return AIOKafkaConsumer(
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1000, session_timeout_ms // 5),
+        **tuning,
+        **client_options,
+    )
+
+
+def kafka_producer(client_options: dict[str, object]) -> AIOKafkaProducer:
+    """A producer whose records are acknowledged by every in-sync replica, never doubled."""
+    return AIOKafkaProducer(acks="all", enable_idempotence=True, **client_options)

@@ -1,6 +1,6 @@
 """Spooling one stream's chunks of one track to local disk, in sorted runs.
 
-Part of the recorder's pure core (see ``workers.reassembly`` for the whole).
+Part of the recorder's pure core (see ``workers.recorder.reassembly`` for the whole).
 A :class:`ChunkSpool` keeps a reorder buffer of ``window_ms`` of audio in RAM
 and everything older in sorted run files, so RAM stays flat in call length
 while the final merge still sees every record in one canonical order: that is
@@ -56,7 +56,7 @@ class ReassemblyError(Exception):
 
         ReassemblyError
         ├── WrongCallError     a record of another call was given to an assembler
-        │                      (workers.reassembly)
+        │                      (workers.recorder.reassembly)
         ├── FinalizedError     a chunk was added after finish()/finalize()
         └── SpoolCorruptError  a spool file ends inside a record (local disk trouble)
     """
@@ -164,7 +164,7 @@ class ChunkSpool:
     therefore sorted. A chunk that sorts before the last record already written
     is *late*: it is buffered separately and written as an extra sorted run.
     ``records()`` merges all runs into one sorted stream. Nothing is resolved
-    here (duplicates, overlaps): ``workers.reassembly.assemble_track`` does it, and it
+    here (duplicates, overlaps): ``workers.recorder.reassembly.assemble_track`` does it, and it
     sees every record, so the result does not depend on arrival order.
     """
 

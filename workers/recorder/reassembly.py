@@ -3,7 +3,7 @@
 Pure core of the recorder: it takes the Kafka records of one recording (any
 order, duplicates, losses, several streams on several pods) and writes one raw
 audio file per track, positioned from the recording start, plus the custody
-and counts the manifest reports; ``workers.wav`` interleaves the tracks into
+and counts the manifest reports; ``infra.wav`` interleaves the tracks into
 the WAV. No Kafka, no S3, no asyncio: the consumer service drives it::
 
     asm = RecordingAssembler(call_id, spool_dir)
@@ -13,7 +13,7 @@ the WAV. No Kafka, no S3, no asyncio: the consumer service drives it::
     write_wav(wav_path, result.codec, result.track_paths, result.track_lengths)
     asm.discard()
 
-Chunks go to a ``workers.spool.ChunkSpool`` per (stream, track): a reorder
+Chunks go to a ``workers.recorder.spool.ChunkSpool`` per (stream, track): a reorder
 buffer in RAM, sorted runs on local disk. ``finalize`` computes the stream
 offsets, then :func:`assemble_track` merges a track's spools by position,
 resolves conflicts and fills holes with silence into ``track-<track>.raw``.
@@ -41,10 +41,10 @@ from typing import BinaryIO, Literal, TypeVar, assert_never
 
 from schemas import envelope
 from schemas.codecs import DEFAULT_CODEC, Codec, codec_by_id
+from schemas.custody import CloseEntry, StreamCustody, TrackCounts, iso_time, parse_iso_ns
 from schemas.errors import UnknownCodecError
 from schemas.wavix import Track
-from workers.manifest import CloseEntry, StreamCustody, TrackCounts, iso_time, parse_iso_ns
-from workers.spool import (
+from workers.recorder.spool import (
     DEFAULT_MAX_DURATION_MS,
     DEFAULT_WINDOW_MS,
     ChunkSpool,

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class Assembler(Protocol):
-    """What the tracker needs from a recording's reassembler (workers.reassembly)."""
+    """What the tracker needs from a recording's reassembler (workers.recorder.reassembly)."""
 
     def add_start(self, record: envelope.StreamStarted) -> None: ...
 

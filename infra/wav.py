@@ -1,7 +1,7 @@
 """WAV encoding of a recording: one channel per track, streamed in bounded memory.
 
 Pure format code (no S3): :func:`wav_header` builds the RIFF header from
-numbers; :func:`write_wav` interleaves per-track raw files (``workers.reassembly``)
+numbers; :func:`write_wav` interleaves per-track raw files (``workers.recorder.reassembly``)
 into a local WAV file and returns its size and sha256, computed while writing so
 the archive never reads the file twice.
 
