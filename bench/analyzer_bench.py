@@ -51,10 +51,11 @@ import numpy as np
 from bench.report import replace_section
 from infra.audio import load_audio
 from infra.store.local import LocalStore
+from infra.wav import read_wav
 from schemas import envelope
 from schemas.codecs import L16_24K
 from tests.analyzerutil import archive_call, pcm
-from workers.analyzer.analysis import AnalysisConfig, analyze_recording, read_wav
+from workers.analyzer.analysis import AnalysisConfig, analyze_recording
 from workers.analyzer.transcribe import TranscriberConfig, WhisperTranscriber, to_model_input
 
 REPO = Path(__file__).resolve().parents[1]

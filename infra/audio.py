@@ -1,4 +1,7 @@
-"""Audio for ``callrec simulate``: decode a file, resample it, encode it as a codec.
+"""Audio codecs: decode a file, resample it, encode and decode a codec's bytes.
+
+Used by ``callrec simulate`` (files to Wavix frames), the analyzer (G.711 WAVs
+to linear PCM) and the WAV reader.
 
 Pure functions over numpy arrays and bytes; no I/O besides reading the file in
 :func:`load_audio`, and no asyncio.
@@ -26,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from infra.errors import InfraError
 from schemas.codecs import Codec
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,7 @@ Samples = npt.NDArray[np.int16]
 """int16 audio: ``(channels, samples)`` from :func:`load_audio`, 1-D for one channel."""
 
 
-class AudioFileError(Exception):
+class AudioFileError(InfraError):
     """An audio file that cannot be opened or holds no decodable audio."""
 
 

@@ -3,7 +3,7 @@
 ``rows_to_parquet`` turns a recording's rows of one table (``schemas.tables``)
 into the bytes of one Parquet file; the store writes them at
 ``schemas.tables.table_key(...)``. Same rows, same bytes: a replay after a
-crash rewrites the object identically (DESIGN.md §4). That holds because
+crash rewrites the object identically (docs/architecture.md, "Guarantees"). That holds because
 nothing in the file depends on the time or the machine: fixed compression
 (zstd level 3), one row group, fixed writer options, and the only metadata are
 the schema (with its ``callrec.*`` keys) and pyarrow's ``created_by`` string,
@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infra.errors import InfraError
 from schemas.tables import TABLES
 
 CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -29,7 +30,7 @@ COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 
 
-class RowError(ValueError):
+class RowError(InfraError, ValueError):
     """A row does not match its table's schema (missing, unknown or null columns)."""
 
 

@@ -1,9 +1,10 @@
-"""WAV encoding of a recording: one channel per track, streamed in bounded memory.
+"""WAV files of recordings: one channel per track, written in bounded memory, and read back.
 
 Pure format code (no S3): :func:`wav_header` builds the RIFF header from
-numbers; :func:`write_wav` interleaves per-track raw files (``workers.recorder.reassembly``)
+numbers; :func:`write_wav` interleaves per-track raw files (the recorder's spool)
 into a local WAV file and returns its size and sha256, computed while writing so
-the archive never reads the file twice.
+the archive never reads the file twice; :func:`read_wav` gives each channel's
+samples back (the analyzer).
 
 Layout::
 
@@ -32,7 +33,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+from infra.audio import decode_pcm
+from infra.errors import InfraError
 from schemas.codecs import Codec
 
 WAVE_FORMAT_PCM = 1
@@ -47,14 +51,15 @@ BLOCK_FRAMES = 32 * 1024
 _FORMAT_TAGS = {"L16": WAVE_FORMAT_PCM, "PCMA": WAVE_FORMAT_ALAW, "PCMU": WAVE_FORMAT_MULAW}
 
 
-class WavError(Exception):
-    """Root of WAV encoding errors; not retriable (the same input fails the same way).
+class WavError(InfraError):
+    """Root of WAV errors; not retriable (the same input fails the same way).
 
     ::
 
         WavError
         ├── WavTooLargeError   the data does not fit a RIFF file (4 GiB)
-        └── TrackFileError     a track file is shorter than its stated length
+        ├── TrackFileError     a track file is shorter than its stated length
+        └── WavFormatError     a WAV read back is not what its codec and tracks say
     """
 
     retriable = False
@@ -65,6 +70,10 @@ class WavTooLargeError(WavError):
 
 
 class TrackFileError(WavError):
+    pass
+
+
+class WavFormatError(WavError):
     pass
 
 
@@ -156,3 +165,43 @@ def write_wav(
             out.write(b"\0")
             digest.update(b"\0")
     return len(header) + data_bytes + (data_bytes & 1), digest.hexdigest()
+
+
+def read_wav(data: bytes, codec: Codec, channels: int) -> list[npt.NDArray[np.int16]]:
+    """The int16 samples of each channel of a WAV written by :func:`write_wav`.
+
+    Checks that the format tag, rate and channel count are ``codec``'s and
+    ``channels``; G.711 is decoded to linear PCM. Raises :class:`WavFormatError`.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise WavFormatError("not a RIFF/WAVE file")
+    pos, fmt, body = 12, None, None
+    try:
+        while pos + 8 <= len(data):
+            chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+            start = pos + 8
+            if chunk_id == b"fmt ":
+                fmt = struct.unpack_from("<HHIIHH", data, start)
+            elif chunk_id == b"data":
+                body = memoryview(data)[start : start + size]
+                break
+            pos = start + size + (size & 1)
+    except struct.error:
+        raise WavFormatError("truncated WAV header") from None
+    if fmt is None or body is None:
+        raise WavFormatError("WAV without fmt or data chunk")
+    tag, nch, rate, _, _, bits = fmt
+    width = codec.sample_width
+    if (tag, nch, rate, bits) != (_FORMAT_TAGS[codec.encoding], channels, codec.sample_rate,
+                                  8 * width):
+        raise WavFormatError(
+            f"WAV is format {tag}, {nch} ch, {rate} Hz, {bits} bit; the manifest says "
+            f"{codec.id} with {channels} tracks"
+        )
+    usable = len(body) - len(body) % (width * nch)
+    raw = body[:usable]
+    if codec.encoding == "L16":
+        interleaved = np.frombuffer(raw, dtype="<i2").reshape(-1, nch)
+        return [np.ascontiguousarray(interleaved[:, c], dtype=np.int16) for c in range(nch)]
+    bytes_ = np.frombuffer(raw, dtype=np.uint8).reshape(-1, nch)
+    return [decode_pcm(np.ascontiguousarray(bytes_[:, c]).tobytes(), codec) for c in range(nch)]

@@ -130,7 +130,7 @@ class IngestConnection(ServerConnection):
             self.transport.pause_reading()
 
 
-class _Stream:
+class _OpenStream:
     """One open stream: its protocol session, flow control and book-keeping.
 
     Frames arrive through :meth:`feed`, from ``data_received``. While the
@@ -289,7 +289,7 @@ class IngestServer:
         self.publisher = publisher
         self._tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
         self._server: Server | None = None
-        self._streams: set[_Stream] = set()
+        self._streams: set[_OpenStream] = set()
         self._streams_per_call: dict[str, dict[str, str]] = {}
         """call_id -> {connection_id: stream_type} of the streams open on this pod."""
         self._handlers: set[asyncio.Task[None]] = set()
@@ -450,7 +450,7 @@ class IngestServer:
         metrics.CONNECTIONS.labels("accepted").inc()
         metrics.CONNECTIONS_OPEN.inc()
         session = StreamSession(self.codec, self.settings.ingest_pod_name, uuid.uuid4().hex)
-        stream = _Stream(self, ws, session)
+        stream = _OpenStream(self, ws, session)
         self._streams.add(stream)
         try:
             ws.attach(stream.feed)
@@ -509,7 +509,7 @@ class IngestServer:
             await room
         return publisher.offer(partition, key, value)
 
-    async def _finish(self, stream: _Stream, reason: envelope.CloseReason, detail: str) -> None:
+    async def _finish(self, stream: _OpenStream, reason: envelope.CloseReason, detail: str) -> None:
         """Wait for the stream's chunks to be acknowledged, then write its close record."""
         session = stream.session
         if session.start is None:

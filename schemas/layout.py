@@ -10,7 +10,11 @@
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 RECORDINGS = "recordings/"
+TABLES = "tables/"
 WAV_NAME = "audio.wav"
 MANIFEST_NAME = "manifest.json"
 TRANSCRIPT_NAME = "transcript.json"
@@ -30,3 +34,34 @@ def manifest_key(recording_id: str) -> str:
 
 def transcript_key(recording_id: str) -> str:
     return recording_prefix(recording_id) + TRANSCRIPT_NAME
+
+
+def recording_of(key: str, name: str = MANIFEST_NAME) -> str | None:
+    """The recording id in ``recordings/<id>/<name>``, or None when ``key`` is not that."""
+    if key.startswith(RECORDINGS) and key.endswith("/" + name):
+        rec_id = key[len(RECORDINGS) : -len("/" + name)]
+        return rec_id if rec_id and "/" not in rec_id else None
+    return None
+
+
+def table_prefix(table: str) -> str:
+    """``tables/<table>/``: every partition of one table."""
+    return f"{TABLES}{table}/"
+
+
+class TableFile(NamedTuple):
+    """Where one recording's rows of one table lie (``schemas.tables.table_key``)."""
+
+    table: str
+    date: str
+    """``YYYY-MM-DD``: the Hive ``date=`` partition."""
+    recording_id: str
+
+
+_TABLE_FILE = re.compile(r"tables/([^/]+)/date=(\d{4}-\d{2}-\d{2})/([^/]+)\.parquet")
+
+
+def parse_table_key(key: str) -> TableFile | None:
+    """The parts of a table file's key, or None when ``key`` is not one."""
+    match = _TABLE_FILE.fullmatch(key)
+    return TableFile(*match.groups()) if match else None

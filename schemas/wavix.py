@@ -5,7 +5,7 @@ Wavix opens a WebSocket to our ``stream_url`` and sends JSON text frames:
 twoway streams). This module turns one frame's bytes into one typed event and
 back; it imports no asyncio and raises only :class:`~schemas.errors.ProtocolError`.
 
-Leniency, on purpose (see DESIGN.md §1):
+Leniency, on purpose (see docs/formats.md):
 
 - ``sequence_number``, ``timestamp`` and ``chunk`` are integers in Wavix's API
   reference and strings in its guide: both decode to ``int``.

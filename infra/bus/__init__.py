@@ -21,8 +21,10 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
+from infra.errors import InfraError
 
-class BusError(Exception):
+
+class BusError(InfraError):
     """Root of the bus errors."""
 
     retriable = False

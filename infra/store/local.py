@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.durable import fsync_dir, make_dirs
-from infra.store import StoreAccessError, StoredObject, StoreError
+from infra.store.base import StoreAccessError, StoredObject, StoreError
 
 
 class LocalStore:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from infra.store import (
+from infra.store.base import (
     BucketMissingError,
     ObjectLockNotEnabledError,
     Retention,

@@ -15,9 +15,9 @@ import pytest
 
 from deploy.local import stack
 from infra.store import Retention
+from infra.store import s3 as store_module
 from infra.store.s3 import MULTIPART_PART_BYTES
 from tests.integration.recorderutil import new_bucket, s3_store
-from workers import store as store_module
 
 
 def test_a_file_over_the_multipart_threshold_goes_up_in_parts_intact(

@@ -16,14 +16,9 @@ from infra.store.local import LocalStore
 from schemas.codecs import PCMU_8K
 from tests.analyzerutil import START_NS, FakeTranscriber, archive_call, pcm
 from tests.unit.test_callmetrics import track
-from workers.analyzer.analysis import (
-    AnalysisConfig,
-    AudioFormatError,
-    RecordingNotFoundError,
-    analyze_recording,
-    snap_to_talk,
-)
+from workers.analyzer.analysis import AnalysisConfig, analyze_recording, snap_to_talk
 from workers.analyzer.backfill import archived_recordings, backfill
+from workers.analyzer.errors import AudioFormatError, RecordingNotFoundError
 from workers.analyzer.transcribe import Segment, Word, split_at_pauses
 
 RATE = 24000
@@ -325,8 +320,8 @@ def test_the_fingerprint_changes_with_what_changes_the_transcript_not_with_the_m
     import ctranslate2
     import faster_whisper
 
+    from workers.analyzer.errors import ModelLoadError
     from workers.analyzer.transcribe import (
-        ModelLoadError,
         TranscriberConfig,
         WhisperTranscriber,
         bundled_model_path,

@@ -1,4 +1,4 @@
-"""CallTracker: which recording a record joins, when a recording is over, what may be
+"""RecordingTracker: which recording a record joins, when a recording is over, what may be
 committed. Driven with record times and a fake clock, so every rule is exact."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import envelope
-from workers.recorder.tracker import CallTracker
+from workers.recorder.tracker import RecordingTracker
 
 MS = 1_000_000
 T0 = 1_763_712_000_000 * MS
@@ -36,8 +36,8 @@ class Collected:
         self.discarded = True
 
 
-def tracker(grace_ms: int = 500, idle_s: float = 60) -> CallTracker:
-    return CallTracker(Collected, grace_ms=grace_ms, idle_timeout_s=idle_s)
+def tracker(grace_ms: int = 500, idle_s: float = 60) -> RecordingTracker:
+    return RecordingTracker(Collected, grace_ms=grace_ms, idle_timeout_s=idle_s)
 
 
 def start(stream: str, at_ms: int, call: str = "c1") -> envelope.StreamStarted:
@@ -58,7 +58,7 @@ def close(stream: str, at_ms: int, call: str = "c1") -> envelope.StreamClosed:
                                  received_ns=T0 + at_ms * MS, chunks=1, invalid=0)
 
 
-def feed(t: CallTracker, records: list[envelope.Record], partition: int = 0,
+def feed(t: RecordingTracker, records: list[envelope.Record], partition: int = 0,
          first_offset: int = 0, now: float = 0.0) -> None:
     for i, record in enumerate(records):
         t.add(partition, first_offset + i, record, now)

@@ -22,13 +22,12 @@ from hypothesis import strategies as st
 from infra.wav import write_wav
 from schemas import envelope
 from schemas.codecs import L16_16K, PCMU_8K, Codec
+from workers.recorder.errors import FinalizedError, WrongCallError
 from workers.recorder.reassembly import (
     RecordingAssembler,
     RecordingResult,
-    WrongCallError,
     event_time_ns,
 )
-from workers.recorder.spool import FinalizedError
 
 CALL = "call-1"
 T0_NS = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z

@@ -11,12 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codecs import L16_16K, L16_24K, PCMU_8K
+from workers.recorder.errors import FinalizedError, SpoolCorruptError
 from workers.recorder.spool import (
     FAN_IN,
     ChunkSpool,
-    FinalizedError,
     IntervalSet,
-    SpoolCorruptError,
 )
 
 

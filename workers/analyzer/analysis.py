@@ -24,14 +24,7 @@ current fingerprint is not analysed again unless ``force`` is given.
 The manifest is never rewritten: it is the recorder's compliance record (and
 may be under Object Lock); analysis outputs are derived data.
 
-Errors (none retriable but ``StoreUnavailable``)::
-
-    AnalysisError
-    ├── RecordingNotFoundError         no manifest or no WAV for the recording
-    └── AudioFormatError               the WAV is not what the manifest describes
-    TranscriptionError (transcribe.py) the model failed
-    StoreError (infra.store)         reading or writing the archive;
-    └── StoreUnavailable               transient: retry
+Errors: ``workers.analyzer.errors`` (none retriable but ``StoreUnavailable``).
 """
 
 from __future__ import annotations
@@ -39,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import struct
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -53,6 +45,7 @@ from infra.audio import decode_pcm
 from infra.parquet import CONTENT_TYPE as PARQUET_TYPE
 from infra.parquet import rows_to_parquet
 from infra.store import ObjectStore, StoreError
+from infra.wav import WavFormatError, read_wav
 from schemas import envelope
 from schemas.codecs import Codec, codec_by_id
 from schemas.errors import UnknownCodecError
@@ -66,10 +59,13 @@ from schemas.manifest import Manifest, decode_manifest
 from schemas.tables import table_key
 from workers.analyzer import callmetrics
 from workers.analyzer.callmetrics import Interval, TalkDetector
+from workers.analyzer.errors import (
+    AudioFormatError,
+    RecordingNotFoundError,
+)
 from workers.analyzer.transcribe import (
     Segment,
     Transcriber,
-    TranscriptionError,
     to_model_input,
 )
 
@@ -84,28 +80,12 @@ CALL_TRACK = "call"
 
 __all__ = [
     "AnalysisConfig",
-    "AnalysisError",
     "AnalysisResult",
-    "AudioFormatError",
-    "RecordingNotFoundError",
-    "TranscriptionError",
     "analyze_recording",
     "fingerprint",
     "load_manifest",
     "transcript_key",
 ]
-
-
-class AnalysisError(Exception):
-    retriable = False
-
-
-class RecordingNotFoundError(AnalysisError):
-    """The archive has no manifest or no WAV for the recording."""
-
-
-class AudioFormatError(AnalysisError):
-    """The WAV cannot be read, or does not match its manifest (codec, channels, sha256)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +165,10 @@ def analyze_recording(
     if expected_sha is not None and hashlib.sha256(wav).hexdigest() != expected_sha:
         raise AudioFormatError(f"{prefix}{WAV_NAME}: sha256 differs from the manifest's")
     codec = _codec(manifest)
-    channels = read_wav(wav, codec, len(manifest.tracks))
+    try:
+        channels = read_wav(wav, codec, len(manifest.tracks))
+    except WavFormatError as exc:
+        raise AudioFormatError(str(exc)) from None
     del wav
     rate = codec.sample_rate
     frames = channels[0].size if channels else 0
@@ -293,49 +276,6 @@ def _codec(manifest: Manifest) -> Codec:
         return codec_by_id(manifest.codec)
     except UnknownCodecError as exc:
         raise AudioFormatError(str(exc)) from None
-
-
-_WAV_TAGS = {"L16": 1, "PCMA": 6, "PCMU": 7}
-
-
-def read_wav(data: bytes, codec: Codec, channels: int) -> list[npt.NDArray[np.int16]]:
-    """The int16 samples of each channel of a WAV written by ``infra.wav``.
-
-    Checks that the format tag, rate and channel count are ``codec``'s and
-    ``channels``; G.711 is decoded to linear PCM. Raises :class:`AudioFormatError`.
-    """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise AudioFormatError("not a RIFF/WAVE file")
-    pos, fmt, body = 12, None, None
-    try:
-        while pos + 8 <= len(data):
-            chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-            start = pos + 8
-            if chunk_id == b"fmt ":
-                fmt = struct.unpack_from("<HHIIHH", data, start)
-            elif chunk_id == b"data":
-                body = memoryview(data)[start : start + size]
-                break
-            pos = start + size + (size & 1)
-    except struct.error:
-        raise AudioFormatError("truncated WAV header") from None
-    if fmt is None or body is None:
-        raise AudioFormatError("WAV without fmt or data chunk")
-    tag, nch, rate, _, _, bits = fmt
-    width = codec.sample_width
-    if (tag, nch, rate, bits) != (_WAV_TAGS[codec.encoding], channels, codec.sample_rate,
-                                  8 * width):
-        raise AudioFormatError(
-            f"WAV is format {tag}, {nch} ch, {rate} Hz, {bits} bit; the manifest says "
-            f"{codec.id} with {channels} tracks"
-        )
-    usable = len(body) - len(body) % (width * nch)
-    raw = body[:usable]
-    if codec.encoding == "L16":
-        interleaved = np.frombuffer(raw, dtype="<i2").reshape(-1, nch)
-        return [np.ascontiguousarray(interleaved[:, c], dtype=np.int16) for c in range(nch)]
-    bytes_ = np.frombuffer(raw, dtype=np.uint8).reshape(-1, nch)
-    return [decode_pcm(np.ascontiguousarray(bytes_[:, c]).tobytes(), codec) for c in range(nch)]
 
 
 def clip_level(codec: Codec) -> int:

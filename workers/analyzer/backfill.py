@@ -30,12 +30,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 
 from infra.store import ObjectStore
-from schemas.layout import MANIFEST_NAME, TRANSCRIPT_NAME, recording_prefix
+from schemas.layout import (
+    RECORDINGS,
+    TRANSCRIPT_NAME,
+    manifest_key,
+    parse_table_key,
+    recording_of,
+    table_prefix,
+)
 from schemas.manifest import recording_event
 from workers.analyzer import metrics
 from workers.analyzer.analysis import (
@@ -45,12 +51,11 @@ from workers.analyzer.analysis import (
     fingerprint,
     load_manifest,
 )
-from workers.analyzer.service import failure_reason, is_retriable
+from workers.analyzer.errors import failure_reason, is_retriable
 from workers.analyzer.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
 
-_CALLS_KEY = re.compile(r"tables/calls/date=(\d{4}-\d{2}-\d{2})/(.+)\.parquet")
 STORE_RETRIES = 5
 
 
@@ -70,16 +75,12 @@ class BackfillReport:
 def archived_recordings(store: ObjectStore, since: dt.date | None = None) -> list[str]:
     """Ids of archived recordings (with a manifest) started on or after ``since``, sorted
     by date then id. A recording without a ``calls`` row is kept (its date is unknown)."""
-    ids = sorted(
-        key[len("recordings/") : -len("/" + MANIFEST_NAME)]
-        for key in store.list_keys("recordings/")
-        if key.endswith("/" + MANIFEST_NAME)
-    )
+    ids = sorted(filter(None, map(recording_of, store.list_keys(RECORDINGS))))
     dates: dict[str, str] = {}
-    for key in store.list_keys("tables/calls/"):
-        match = _CALLS_KEY.fullmatch(key)
-        if match:
-            dates[match.group(2)] = match.group(1)
+    for key in store.list_keys(table_prefix("calls")):
+        parts = parse_table_key(key)
+        if parts is not None:
+            dates[parts.recording_id] = parts.date
     if since is not None:
         ids = [i for i in ids if dates.get(i, "9999-12-31") >= since.isoformat()]
     return sorted(ids, key=lambda i: (dates.get(i, ""), i))
@@ -100,11 +101,9 @@ def backfill(
     report = BackfillReport()
     ids = archived_recordings(store, since)
     report.selected = len(ids)
-    transcripts = {
-        key[len("recordings/") : -len("/" + TRANSCRIPT_NAME)]
-        for key in store.list_keys("recordings/")
-        if key.endswith("/" + TRANSCRIPT_NAME)
-    }
+    transcripts = set(
+        filter(None, (recording_of(k, TRANSCRIPT_NAME) for k in store.list_keys(RECORDINGS)))
+    )
     wanted = fingerprint(transcriber, config)
     bar = tqdm(ids, unit="rec", desc="backfill", disable=not progress, dynamic_ncols=True)
     for rec_id in bar:
@@ -128,7 +127,7 @@ def _analyze_one(store: ObjectStore, rec_id: str, transcriber: Transcriber,
     for attempt in range(STORE_RETRIES):
         began = time.perf_counter()
         try:
-            manifest = load_manifest(store, recording_prefix(rec_id) + MANIFEST_NAME, rec_id)
+            manifest = load_manifest(store, manifest_key(rec_id), rec_id)
             event = recording_event(manifest, store.uri)
             result = analyze_recording(store, event, transcriber, config, force=True)
         except Exception as exc:

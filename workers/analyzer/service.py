@@ -3,7 +3,7 @@
 The consumer is any ``infra.bus.Consumer``: aiokafka's (built by ``callrec.wiring``) or
 the local bus of ``callrec up``; the analysis is ``analyze_recording`` either way.
 
-The loop, and the order in which things become durable (DESIGN.md §4)::
+The loop, and the order in which things become durable (docs/architecture.md, "Guarantees")::
 
     poll RecordingFinished ─▶ pause partitions ─▶ analyze_recording (worker thread):
                                                     segments Parquet ─▶ metrics Parquet
@@ -62,18 +62,16 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from infra.bus import Consumer, Message
-from infra.store import ObjectStore, StoreError
+from infra.store import ObjectStore
 from schemas import envelope
 from schemas.errors import EnvelopeError
 from workers.analyzer import metrics
-from workers.analyzer.analysis import (
-    AnalysisConfig,
-    AnalysisResult,
-    AudioFormatError,
-    RecordingNotFoundError,
-    analyze_recording,
+from workers.analyzer.analysis import AnalysisConfig, AnalysisResult, analyze_recording
+from workers.analyzer.errors import (
+    failure_reason,
+    is_retriable,
 )
-from workers.analyzer.transcribe import Transcriber, TranscriptionError
+from workers.analyzer.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +81,6 @@ LAG_INTERVAL_S = 1.0
 END_OFFSETS_TIMEOUT_S = 2.0
 """How long the lag report waits for the broker's end offsets before using the last fetch's."""
 T = TypeVar("T")
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The ``reason`` label of a failed analysis."""
-    if isinstance(exc, RecordingNotFoundError):
-        return "not_found"
-    if isinstance(exc, AudioFormatError):
-        return "bad_audio"
-    if isinstance(exc, TranscriptionError):
-        return "transcription"
-    if isinstance(exc, StoreError | OSError):
-        return "store"
-    return "internal"
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """Transient trouble worth retrying without limit (the archive is unreachable)."""
-    if isinstance(exc, StoreError):
-        return exc.retriable
-    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
 
 
 async def run_in_daemon_thread(fn: Callable[[], T]) -> T:
@@ -174,7 +152,7 @@ class AnalyzerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then hand partitions back cleanly."""
-        self.consumer.subscribe([self.recordings_topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.recordings_topic], listener=_AnalyzerRebalance(self))
         await self.consumer.start()
         self.started = True
         lag_reports = asyncio.create_task(self._report_lag_periodically(),
@@ -397,7 +375,7 @@ class _Abandoned(Exception):
     """Stopping while an analysis runs past the grace period."""
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _AnalyzerRebalance(ConsumerRebalanceListener):
     def __init__(self, service: AnalyzerService) -> None:
         self.service = service
 

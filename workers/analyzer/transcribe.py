@@ -3,7 +3,7 @@
 :class:`WhisperTranscriber` runs faster-whisper's *batched* pipeline with its
 Silero VAD on (``vad_filter=True``): only speech reaches the decoder, so
 silence yields no segments instead of invented text, and speech chunks are
-decoded in batches (DESIGN.md §7: RTF 0.027 against 0.22 sequential for tiny.en
+decoded in batches (docs/benchmarks.md: RTF 0.027 against 0.22 sequential for tiny.en
 int8 on two cores). Decoding is deterministic: fixed beam size, temperature 0
 only (no sampling fallback), no conditioning on previous text. Word timestamps
 are on: the batched pipeline returns one segment per VAD chunk (up to 30 s of
@@ -36,22 +36,14 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from workers.analyzer.errors import ModelLoadError, TranscriptionError
+
 log = logging.getLogger(__name__)
 
 MODEL_RATE = 16_000
 """Whisper's input sample rate."""
 
 Device = Literal["cpu", "cuda", "auto"]
-
-
-class TranscriptionError(Exception):
-    """The model failed on some audio (not retriable: the same audio fails again)."""
-
-    retriable = False
-
-
-class ModelLoadError(TranscriptionError):
-    """The model could not be loaded (missing directory, unknown name offline, bad files)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,13 +44,12 @@ from schemas.codecs import DEFAULT_CODEC, Codec, codec_by_id
 from schemas.custody import CloseEntry, StreamCustody, TrackCounts, iso_time, parse_iso_ns
 from schemas.errors import UnknownCodecError
 from schemas.wavix import Track
+from workers.recorder.errors import FinalizedError, ReassemblyError, WrongCallError
 from workers.recorder.spool import (
     DEFAULT_MAX_DURATION_MS,
     DEFAULT_WINDOW_MS,
     ChunkSpool,
-    FinalizedError,
     IntervalSet,
-    ReassemblyError,
 )
 
 TRACK_ORDER: tuple[Track, ...] = ("inbound", "outbound")
@@ -63,10 +62,6 @@ _ZONED_TIME = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 
 Clock = Literal["event_time", "received", "none"]
 """Which clock aligned the streams: Wavix ``event_time``, ingest ``received_ns``, or none."""
-
-
-class WrongCallError(ReassemblyError):
-    """A record of another call was given to an assembler (a bug in the caller)."""
 
 
 @dataclass(frozen=True, slots=True)

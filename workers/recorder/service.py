@@ -1,8 +1,8 @@
 """``callrec recorder``: consume ``callrec.media``, archive finished recordings.
 
-The loop, and the order in which things become durable (DESIGN.md §4)::
+The loop, and the order in which things become durable (docs/architecture.md, "Guarantees")::
 
-    poll records ─▶ CallTracker (assemble, spill to disk)
+    poll records ─▶ RecordingTracker (assemble, spill to disk)
                       │ a recording is over
                       ▼
     archive (thread) : WAV ─▶ calls Parquet row ─▶ manifest (last: "done" marker)
@@ -12,7 +12,7 @@ The loop, and the order in which things become durable (DESIGN.md §4)::
     tracker.done(recording) ─▶ next commit may pass its first offset
 
 Offsets are committed every ``recorder_commit_interval_s`` at
-``CallTracker.safe_offsets()``: never past a record whose recording is not yet
+``RecordingTracker.safe_offsets()``: never past a record whose recording is not yet
 durable. A crash between any two steps replays the recording; archiving skips
 a recording whose manifest exists, so a replay writes nothing twice.
 
@@ -41,7 +41,7 @@ from schemas.errors import EnvelopeError
 from workers.recorder import metrics
 from workers.recorder.archive import ArchivedRecording, archive_recording
 from workers.recorder.reassembly import RecordingAssembler
-from workers.recorder.tracker import Assembler, CallTracker, Recording
+from workers.recorder.tracker import Assembler, Recording, RecordingTracker
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class RecorderService:
         self.spill_dir = spill_dir
         self.commit_interval_s = commit_interval_s
         self.shutdown_grace_s = shutdown_grace_s
-        self.tracker = CallTracker(
+        self.tracker = RecordingTracker(
             lambda call_id: make_assembler(call_id, spill_dir),
             grace_ms=grace_ms,
             idle_timeout_s=idle_timeout_s,
@@ -114,7 +114,7 @@ class RecorderService:
             shutil.rmtree(self.spill_dir)
         self.spill_dir.mkdir(parents=True)
         await self.producer.start()
-        self.consumer.subscribe([self.media_topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.media_topic], listener=_RecorderRebalance(self))
         await self.consumer.start()
         self.started = True
         if self.cut_open_on_restart:
@@ -277,7 +277,7 @@ class RecorderService:
     # -- offsets -----------------------------------------------------------------------
 
     async def commit(self, partitions: set[int] | None = None) -> None:
-        """Commit what ``CallTracker.safe_offsets`` allows, for owned partitions."""
+        """Commit what ``RecordingTracker.safe_offsets`` allows, for owned partitions."""
         assigned = {tp.partition for tp in self.consumer.assignment()}
         offsets = {
             TopicPartition(self.media_topic, p): offset
@@ -331,7 +331,7 @@ class RecorderService:
         log.info("partitions %s revoked; their open recordings go to the next owner", sorted(parts))
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _RecorderRebalance(ConsumerRebalanceListener):
     def __init__(self, service: RecorderService) -> None:
         self.service = service
 

@@ -33,6 +33,7 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 
 from schemas.codecs import Codec
+from workers.recorder.errors import FinalizedError, SpoolCorruptError
 
 DEFAULT_WINDOW_MS = 2000
 """Default reorder window: chunks up to this much audio late still land in the main run."""
@@ -47,29 +48,6 @@ _IO_BUFFER = 64 * 1024
 
 Key = tuple[int, int, bytes]
 """A spooled chunk, which is also its sort key: (timestamp_ms, chunk, payload)."""
-
-
-class ReassemblyError(Exception):
-    """Root of the recorder core's errors. None is retriable: same input, same failure.
-
-    ::
-
-        ReassemblyError
-        ├── WrongCallError     a record of another call was given to an assembler
-        │                      (workers.recorder.reassembly)
-        ├── FinalizedError     a chunk was added after finish()/finalize()
-        └── SpoolCorruptError  a spool file ends inside a record (local disk trouble)
-    """
-
-    retriable = False
-
-
-class FinalizedError(ReassemblyError):
-    """A record was added after the spool or recording was finished (a bug in the caller)."""
-
-
-class SpoolCorruptError(ReassemblyError):
-    """A local spool file is shorter than its records say: the disk lost data."""
 
 
 class IntervalSet:

@@ -1,6 +1,6 @@
 """Which recording each record belongs to, when a recording is over, and which
 Kafka offsets are safe to commit. No I/O: the service feeds records in, takes
-ready recordings out, and commits what :meth:`CallTracker.safe_offsets` says.
+ready recordings out, and commits what :meth:`RecordingTracker.safe_offsets` says.
 
 A *recording* is the audio of one call from its first stream's start until
 every stream of it closed (plus grace). A call that starts new streams after
@@ -18,7 +18,7 @@ after a crash takes the same decisions and writes the same bytes:
 - a recording with open streams and no record for ``idle_timeout_s`` is ready too,
   marked incomplete: the ingest pod that held its streams vanished.
 
-Commit rule (DESIGN.md §4): a partition's committed offset is the lowest first
+Commit rule (docs/architecture.md, "Guarantees"): a partition's committed offset is the lowest first
 offset of any recording of that partition not yet durable in the archive, or
 the next offset to read when there is none. A crash therefore replays every
 recording that was not archived, from its first record.
@@ -80,7 +80,7 @@ class Recording:
         return bool(self.known_streams) and not self.open_streams
 
 
-class CallTracker:
+class RecordingTracker:
     """Routes records to recordings; see the module docstring for the rules."""
 
     def __init__(
