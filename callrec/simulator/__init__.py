@@ -856,7 +856,7 @@ def _simulate(args: argparse.Namespace) -> int:
     """``callrec simulate``: the only function here that prints."""
     from tqdm import tqdm
 
-    from callrec.cli import configure_logging
+    from callrec.logs import configure_logging
 
     configure_logging("INFO" if args.verbose else "WARNING")
     faults = Faults(
