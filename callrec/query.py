@@ -35,179 +35,24 @@ import decimal
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
-import pyarrow as pa
-
-from schemas.audit import AUDIT_PREFIX, audit_table
-from schemas.tables import PARTITION_COLUMN, TABLES
+from infra.tables import TablesError, connect, s3_filesystem
 
 if TYPE_CHECKING:
     import duckdb
 
     from infra.settings import ArchiveSettings
 
+__all__ = ["FORMATS", "OutputFormat", "QueryError", "connect", "query", "render", "run",
+           "s3_filesystem"]
+
 OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
 
-
-class QueryError(Exception):
-    """The SQL failed, or the archive could not be opened; the message says which."""
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _full_schema(table: str) -> pa.Schema:
-    schema = TABLES[table].schema
-    return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
-
-
-def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the views ``calls``, ``segments`` and ``metrics``.
-
-    ``archive_uri``: a directory, ``file:///dir`` or ``s3://bucket/prefix``;
-    ``settings`` gives the S3 endpoint and credentials (unset: AWS defaults).
-    """
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    parts = urlsplit(archive_uri)
-    if parts.scheme == "s3":
-        _attach_s3(con, parts.netloc, parts.path.strip("/"), settings)
-        root = archive_uri.rstrip("/")
-    elif parts.scheme in ("", "file"):
-        path = Path(parts.path if parts.scheme == "file" else archive_uri).expanduser()
-        if not path.is_dir():
-            raise QueryError(f"archive directory {path} does not exist")
-        _attach_local(con, path.resolve())
-        root = str(path.resolve())
-        audit_dir = path / AUDIT_PREFIX
-        _register_audit(con, (p.read_bytes() for p in sorted(audit_dir.glob("*.json"))
-                              if not p.name.startswith(".")))
-    else:
-        raise QueryError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
-    _add_uris(con, root)
-    return con
-
-
-def _attach_local(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    for name in TABLES:
-        folder = root / "tables" / name
-        if any(folder.glob(f"{PARTITION_COLUMN}=*/*.parquet")):
-            pattern = str(folder / f"{PARTITION_COLUMN}=*" / "*.parquet")
-            con.execute(
-                f"CREATE VIEW {name}_files AS SELECT * FROM read_parquet({_quote(pattern)}, "
-                f"hive_partitioning = true, union_by_name = true, "
-                f"hive_types = {{'{PARTITION_COLUMN}': DATE}})"
-            )
-        else:
-            _register_empty(con, name)
-
-
-def _register_empty(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    empty = _full_schema(name).empty_table()
-    con.register(f"{name}_arrow", empty)
-    con.execute(f"CREATE VIEW {name}_files AS SELECT * FROM {name}_arrow")
-
-
-def s3_filesystem(settings: ArchiveSettings | None) -> Any:
-    """pyarrow's S3 filesystem for the archive settings (MinIO: path-style, http or https)."""
-    from pyarrow import fs
-
-    options: dict[str, Any] = {}
-    if settings is not None:
-        if settings.s3_endpoint_url:
-            endpoint = urlsplit(settings.s3_endpoint_url)
-            options["endpoint_override"] = endpoint.netloc or endpoint.path
-            options["scheme"] = endpoint.scheme or "https"
-        options["region"] = settings.s3_region
-        if settings.s3_access_key_id is not None and settings.s3_secret_access_key is not None:
-            options["access_key"] = settings.s3_access_key_id.get_secret_value()
-            options["secret_key"] = settings.s3_secret_access_key.get_secret_value()
-    return fs.S3FileSystem(**options)
-
-
-def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
-               settings: ArchiveSettings | None) -> None:
-    import pyarrow.dataset as ds
-    from pyarrow import fs
-
-    if not bucket:
-        raise QueryError("s3:// URI without a bucket")
-    s3 = s3_filesystem(settings)
-    top = f"{bucket}/{prefix}" if prefix else bucket
-    base = f"{top}/tables"
-    try:
-        infos = s3.get_file_info(fs.FileSelector(f"{top}/{AUDIT_PREFIX}", allow_not_found=True))
-    except OSError as exc:
-        raise QueryError(f"cannot list s3://{top}/{AUDIT_PREFIX}: {exc}") from None
-    entries = sorted(i.path for i in infos
-                     if i.type == fs.FileType.File and i.path.endswith(".json"))
-
-    def read(path: str) -> bytes:
-        with s3.open_input_stream(path) as stream:
-            data: bytes = stream.read()
-        return data
-
-    _register_audit(con, map(read, entries))
-    for name in TABLES:
-        schema = _full_schema(name)
-        try:
-            infos = s3.get_file_info(fs.FileSelector(f"{base}/{name}", recursive=True,
-                                                     allow_not_found=True))
-        except OSError as exc:
-            raise QueryError(f"cannot list s3://{base}/{name}: {exc}") from None
-        files = sorted(
-            i.path for i in infos
-            if i.type == fs.FileType.File and i.path.endswith(".parquet")
-            and not i.base_name.startswith((".", "_"))
-        )
-        if not files:
-            _register_empty(con, name)
-            continue
-        dataset = ds.dataset(
-            files,
-            schema=schema,
-            format="parquet",
-            filesystem=s3,
-            partitioning=ds.partitioning(pa.schema([schema.field(PARTITION_COLUMN)]),
-                                         flavor="hive"),
-            partition_base_dir=f"{base}/{name}",
-        )
-        con.register(f"{name}_arrow", dataset)
-        con.execute(f"CREATE VIEW {name}_files AS SELECT * FROM {name}_arrow")
-
-
-def _register_audit(con: duckdb.DuckDBPyConnection, entries: Iterable[bytes]) -> None:
-    con.register("audit_arrow", audit_table(entries))
-    con.execute("CREATE VIEW audit AS SELECT * FROM audit_arrow")
-
-
-def _add_uris(con: duckdb.DuckDBPyConnection, root: str) -> None:
-    """The public views; ``calls`` gains absolute URIs derived from its relative keys."""
-    for name in TABLES:
-        select = "*"
-        if name == "calls":
-            columns = {row[0] for row in con.execute("DESCRIBE calls_files").fetchall()}
-            prefix = _quote(root + "/")
-            derived, replaced = [], []
-            for key, uri in (("recording_key", "recording_uri"), ("manifest_key", "manifest_uri")):
-                if key not in columns:
-                    continue
-                if uri in columns:  # files of an older layout stored the URI itself
-                    replaced.append(uri)
-                    derived.append(f"coalesce({uri}, {prefix} || {key}) AS {uri}")
-                else:
-                    derived.append(f"{prefix} || {key} AS {uri}")
-            exclude = f" EXCLUDE ({', '.join(replaced)})" if replaced else ""
-            select = ", ".join([f"*{exclude}", *derived])
-        con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {name}_files")
+QueryError = TablesError
+"""The SQL failed, or the archive could not be opened; the message says which."""
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -3,6 +3,7 @@
 ::
 
     recordings/<recording_id>/audio.wav         the recording (recorder)
+    recordings/<recording_id>/peaks.json        waveform peaks per channel (recorder; console)
     recordings/<recording_id>/manifest.json     written last by the recorder: "archived"
     recordings/<recording_id>/transcript.json   written last by the analyzer: "analysed"
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet   (schemas.tables.table_key)
@@ -18,6 +19,7 @@ TABLES = "tables/"
 WAV_NAME = "audio.wav"
 MANIFEST_NAME = "manifest.json"
 TRANSCRIPT_NAME = "transcript.json"
+PEAKS_NAME = "peaks.json"
 
 
 def recording_prefix(recording_id: str) -> str:
@@ -30,6 +32,10 @@ def wav_key(recording_id: str) -> str:
 
 def manifest_key(recording_id: str) -> str:
     return recording_prefix(recording_id) + MANIFEST_NAME
+
+
+def peaks_key(recording_id: str) -> str:
+    return recording_prefix(recording_id) + PEAKS_NAME
 
 
 def transcript_key(recording_id: str) -> str:

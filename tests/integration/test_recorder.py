@@ -58,7 +58,8 @@ async def test_stereo_call_is_archived_sample_identical_with_checksums_and_a_cal
     assert {s.stream_id for s in manifest.streams} == {s.stream_id for s in report.streams}
 
     # Every object's bytes match the manifest's checksum and size.
-    assert len(manifest.objects) == 2
+    assert len(manifest.objects) == 3  # WAV, waveform peaks, calls row
+    assert f"recordings/{manifest.recording_id}/peaks.json" in {o.key for o in manifest.objects}
     blobs = {o.key: store.get_bytes(o.key) for o in manifest.objects}
     for obj in manifest.objects:
         assert sha256(blobs[obj.key]) == obj.sha256 and len(blobs[obj.key]) == obj.size

@@ -3,6 +3,7 @@
 Key layout (docs/formats.md)::
 
     recordings/<recording_id>/audio.wav       WAV, inbound = left, outbound = right
+    recordings/<recording_id>/peaks.json      waveform peaks for the console (infra/peaks.py)
     recordings/<recording_id>/manifest.json   written last: its presence means "archived"
     tables/calls/date=YYYY-MM-DD/<recording_id>.parquet
 
@@ -27,11 +28,14 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from infra.parquet import rows_to_parquet
+from infra.peaks import CONTENT_TYPE as PEAKS_CONTENT_TYPE
+from infra.peaks import peaks_bytes, wav_peaks
 from infra.store import ObjectStore, StoredObject
 from infra.wav import write_wav
 from schemas import envelope
+from schemas.codecs import Codec
 from schemas.custody import parse_iso_ns
-from schemas.layout import MANIFEST_NAME, WAV_NAME, recording_prefix
+from schemas.layout import MANIFEST_NAME, PEAKS_NAME, WAV_NAME, recording_prefix
 from schemas.manifest import (
     Manifest,
     ObjectEntry,
@@ -81,6 +85,8 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
         _, sha256 = write_wav(wav_path, result.codec, result.track_paths,
                                  result.track_lengths)
         wav = store.put_file(prefix + WAV_NAME, wav_path, sha256, "audio/wav")
+        peaks_data = _peaks(wav_path, result.codec, manifest.tracks)
+        peaks = store.put_bytes(prefix + PEAKS_NAME, peaks_data, PEAKS_CONTENT_TYPE)
     finally:
         wav_path.unlink(missing_ok=True)
     row = calls_row(manifest, recording_key=wav.key, manifest_key=prefix + MANIFEST_NAME,
@@ -88,7 +94,8 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     table = store.put_bytes(table_key("calls", manifest.date, rec_id),
                             rows_to_parquet("calls", [row]), "application/vnd.apache.parquet")
     manifest = msgspec.structs.replace(
-        manifest, objects=sorted((_entry(wav), _entry(table)), key=lambda o: o.key)
+        manifest, objects=sorted((_entry(wav), _entry(peaks), _entry(table)),
+                                  key=lambda o: o.key)
     )
     store.put_bytes(prefix + MANIFEST_NAME, manifest_bytes(manifest), "application/json")
     assembler.discard()
@@ -132,6 +139,13 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
                 if arrived is None or until is None or arrived <= until:
                     return part, manifest
     return (max(parts) + 1 if parts else 0), None
+
+
+def _peaks(wav_path: Path, codec: Codec, tracks: list[str]) -> bytes:
+    """The waveform peaks of the WAV just written, read back in blocks (bounded memory)."""
+    with wav_path.open("rb") as handle:
+        blocks = iter(lambda: handle.read(1024 * 1024), b"")
+        return peaks_bytes(wav_peaks(blocks, codec, tracks))
 
 
 def _entry(obj: StoredObject) -> ObjectEntry:
