@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from console.app import Console
+from console.settings import ConsoleSettings
 from infra.bus import Consumer, Producer, Publisher
 from infra.bus.kafka import KafkaPublisher, kafka_consumer, kafka_producer
 from infra.bus.local import LocalBus, LocalConsumer, LocalProducer, LocalPublisher
@@ -113,3 +115,9 @@ def analyzer_service(
         max_attempts=settings.analyzer_max_attempts,
         shutdown_grace_s=settings.analyzer_shutdown_grace_s,
     )
+
+
+def console(settings: ConsoleSettings, store: ObjectStore) -> Console:
+    """``callrec console``: the review web app over the archive (``.app()`` is the ASGI app).
+    Its store needs read access to recordings/ and tables/ and write access to audit/."""
+    return Console(settings, store)

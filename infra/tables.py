@@ -58,19 +58,25 @@ def _full_schema(table: str) -> pa.Schema:
     return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
 
 
-def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the views ``calls``, ``segments`` and ``metrics``.
+def connect(archive_uri: str, settings: ArchiveSettings | None = None, *,
+            con: duckdb.DuckDBPyConnection | None = None, audit: bool = True
+            ) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views ``calls``, ``segments``, ``metrics`` and ``audit``
+    (each table also as ``<table>_files``: the stored columns, without derived URIs).
 
     ``archive_uri``: a directory, ``file:///dir`` or ``s3://bucket/prefix``;
-    ``settings`` gives the S3 endpoint and credentials (unset: AWS defaults).
+    ``settings`` gives the S3 endpoint and credentials (unset: AWS defaults); ``con``: add
+    the views to this connection instead of a new in-memory one; ``audit=False`` leaves
+    the audit trail out (it is read entry by entry).
     """
     import duckdb
 
-    con = duckdb.connect(":memory:")
+    if con is None:
+        con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     parts = urlsplit(archive_uri)
     if parts.scheme == "s3":
-        _attach_s3(con, parts.netloc, parts.path.strip("/"), settings)
+        _attach_s3(con, parts.netloc, parts.path.strip("/"), settings, audit)
         root = archive_uri.rstrip("/")
     elif parts.scheme in ("", "file"):
         path = Path(parts.path if parts.scheme == "file" else archive_uri).expanduser()
@@ -80,7 +86,7 @@ def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb
         root = str(path.resolve())
         audit_dir = path / AUDIT_PREFIX
         _register_audit(con, (p.read_bytes() for p in sorted(audit_dir.glob("*.json"))
-                              if not p.name.startswith(".")))
+                              if audit and not p.name.startswith(".")))
     else:
         raise TablesError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
     _add_uris(con, root)
@@ -125,7 +131,7 @@ def s3_filesystem(settings: ArchiveSettings | None) -> Any:
 
 
 def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
-               settings: ArchiveSettings | None) -> None:
+               settings: ArchiveSettings | None, audit: bool = True) -> None:
     import pyarrow.dataset as ds
     from pyarrow import fs
 
@@ -135,7 +141,8 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
     top = f"{bucket}/{prefix}" if prefix else bucket
     base = f"{top}/tables"
     try:
-        infos = s3.get_file_info(fs.FileSelector(f"{top}/{AUDIT_PREFIX}", allow_not_found=True))
+        infos = s3.get_file_info(fs.FileSelector(f"{top}/{AUDIT_PREFIX}", allow_not_found=True)
+                                 ) if audit else []
     except OSError as exc:
         raise TablesError(f"cannot list s3://{top}/{AUDIT_PREFIX}: {exc}") from None
     entries = sorted(i.path for i in infos

@@ -120,7 +120,8 @@ class ObjectStore(Protocol):
         """Create ``key`` only if no object has it, atomically (S3 ``If-None-Match: *``);
         :class:`ObjectExistsError` when one does. Appends to a log need no lock."""
 
-    def get_bytes(self, key: str) -> bytes: ...
+    def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; :class:`ObjectNotFoundError` when missing."""
 
     def exists(self, key: str) -> bool: ...
 

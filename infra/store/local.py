@@ -106,7 +106,10 @@ class LocalStore:
         fsync_dir(target.parent)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFoundError(f"no object {key!r}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -204,7 +204,16 @@ class S3Store:
         return StoredObject(key, sha256, size, content_type)
 
     def get_bytes(self, key: str) -> bytes:
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFoundError(f"no object {key!r}") from None
+            raise _translate(exc) from None
+        except Exception as exc:
+            raise _translate(exc) from None
         data: bytes = response["Body"].read()
         return data
 

@@ -1,0 +1,66 @@
+"""``callrec console``: the review web app; ``--hash-password`` makes a users-file line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    console = sub.add_parser(
+        "console",
+        help="review web app: find, play and check recordings in a browser",
+        description="Serve the review console (docs/console.md) over the archive "
+        "(CALLREC_ARCHIVE_URI) on CALLREC_CONSOLE_PORT. Login: built-in users from "
+        "CALLREC_CONSOLE_USERS_FILE or a trusted OIDC proxy (CALLREC_CONSOLE_TRUSTED_PROXIES).",
+    )
+    console.add_argument("--hash-password", action="store_true",
+                         help="read a password (prompted, or from stdin when not a terminal) "
+                         "and print its Argon2id hash for the users file, then exit")
+    console.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        return _hash_password()
+    from callrec import wiring
+    from callrec.cli import configure_logging, run_until_signalled
+    from console.server import ConsoleServer
+    from console.settings import ConsoleSettings
+
+    settings = ConsoleSettings()
+    configure_logging(settings.log_level)
+
+    async def main(stop: asyncio.Event) -> None:
+        store = settings.open_store()
+        await asyncio.to_thread(store.check)
+        server = ConsoleServer(wiring.console(settings, store).app(), settings.console_host,
+                               settings.console_port)
+        await server.start()
+        print(f"callrec console on http://127.0.0.1:{server.port}/ (archive "
+              f"{settings.archive_uri})", flush=True)
+        await stop.wait()
+        await server.stop()
+
+    run_until_signalled(main)
+    return 0
+
+
+def _hash_password() -> int:
+    from console.users import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("callrec console: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("callrec console: use at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0

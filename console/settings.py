@@ -1,0 +1,52 @@
+"""Settings of ``callrec console`` (``CALLREC_CONSOLE_*``, plus the archive's)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from infra.settings import ArchiveSettings
+
+
+class ConsoleSettings(ArchiveSettings):
+    """``callrec console``: the review web app over the archive."""
+
+    console_host: str = "0.0.0.0"
+    """Address the console's HTTP server binds."""
+    console_port: int = Field(default=8090, ge=0, le=65535)
+    """Port of the console, its ``/healthz``, ``/readyz`` and ``/metrics`` (0 = any free)."""
+    console_users_file: str | None = None
+    """File of built-in users, one ``user:role:<argon2 hash>`` a line (role: viewer,
+    listener or compliance); make hashes with ``callrec console --hash-password``."""
+    console_session_secret: SecretStr | None = None
+    """Key that signs session cookies (32+ random bytes). Unset: a random key per process,
+    so every restart logs everyone out (logged as a warning)."""
+    console_session_max_age_s: int = Field(default=8 * 3600, ge=60)
+    """A login lasts this long."""
+    console_cookie_secure: bool = True
+    """Mark the session cookie ``Secure`` (sent over HTTPS only; browsers also accept it
+    on http://localhost). Turn off only for plain-HTTP tests on another host."""
+    console_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated addresses of an authenticating proxy (oauth2-proxy); only requests
+    from these may name the user in X-Forwarded-User / -Email / -Groups."""
+    console_proxy_roles: Annotated[tuple[str, ...], NoDecode] = (
+        "callrec-compliance=compliance", "callrec-listener=listener", "callrec-viewer=viewer")
+    """Comma-separated ``group=role`` pairs mapping X-Forwarded-Groups to roles (the
+    highest role a user's groups give wins; no match: 403)."""
+    console_page_size: int = Field(default=50, ge=1, le=1000)
+    """Calls per page."""
+    console_csv_max_rows: int = Field(default=100_000, ge=1)
+    """Most rows of one CSV download."""
+    console_index_refresh_s: float = Field(default=10.0, gt=0)
+    """How often the calls index picks up recordings archived since (docs/console.md)."""
+    console_peaks_cache: int = Field(default=64, ge=0)
+    """Waveform peaks computed for recordings archived without them, kept in memory."""
+
+    @field_validator("console_trusted_proxies", "console_proxy_roles", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
