@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -62,9 +63,14 @@ def archive_analyzed(store: ObjectStore, call_id: str, tracks: Mapping[str, byte
     return event
 
 
+@functools.cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
 def users_file(path: Path) -> Path:
     """One user per role, named after it, all with :data:`PASSWORD`."""
-    digest = hash_password(PASSWORD)
+    digest = _password_hash()
     path.write_text("".join(f"{role}:{role}:{digest}\n" for role in ROLES))
     return path
 
