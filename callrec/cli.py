@@ -159,7 +159,8 @@ def _up(args: argparse.Namespace) -> int:
         if ready.is_set():
             port = embedded.ingest.port
             print(f"callrec up: Wavix stream_url ws://<host>:{port}/v1/stream?token=<token>; "
-                  f"archive {embedded.archive_uri}; data {embedded.data_dir}", flush=True)
+                  f"archive {embedded.archive_uri}; data {embedded.data_dir}; "
+                  f"console http://<host>:{embedded.console.port}/", flush=True)
         await running
 
     run_until_signalled(main)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callrec.up import UpSettings
+from console.settings import ConsoleSettings
 from infra.settings import ArchiveSettings, ServiceSettings
 from ingest.settings import IngestSettings
 from workers.analyzer.settings import AnalyzerSettings
@@ -21,6 +22,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "recorder": RecorderSettings,
     "analyzer": AnalyzerSettings,
     "up": UpSettings,
+    "console": ConsoleSettings,
 }
 """Each service (``callrec <name>``) and its settings class."""
 
@@ -91,6 +93,11 @@ TOOL_VARIABLES: tuple[ToolVariable, ...] = (
     ToolVariable(
         "CALLREC_SIMULATE_TOKEN", "(unset)", "simulate",
         "Stream token `callrec simulate` sends as `?token=` when `--token` is not given.",
+    ),
+    ToolVariable(
+        "CALLREC_SCREENSHOT_DIR", "(unset)", "tests/integration/test_console.py",
+        "Also save the console's screenshots there (docs/img for docs/console.md); they "
+        "always go to the test's tmp directory.",
     ),
     ToolVariable(
         "CALLREC_IMAGE", "`callrec:dev`", "deploy/compose",

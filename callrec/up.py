@@ -1,4 +1,4 @@
-"""``callrec up``: ingest, recorder and analyzer in one process, no broker, no S3.
+"""``callrec up``: ingest, recorder, analyzer and the console in one process, no broker, no S3.
 
 The same services as the distributed deployment, wired to the local bus
 (``infra.bus.local``) instead of Kafka and to a directory (``LocalStore``)
@@ -9,7 +9,8 @@ instead of S3 unless ``CALLREC_ARCHIVE_URI`` names one::
     <data dir>/archive/tables/...       Parquet tables (callrec query reads them)
     <data dir>/spill/...                the recorder's open tracks
 
-Crash recovery is the distributed design's: whatever ingest acknowledged is in
+The review console (docs/console.md) serves the same archive on its own port
+(``CALLREC_CONSOLE_PORT``). Crash recovery is the distributed design's: whatever ingest acknowledged is in
 the local log; on restart the recorder replays from its committed offset, and
 recordings whose streams were open when the process died are archived as
 incomplete from the audio received, with the reason "callrec restarted before
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import IO
 
 from callrec import wiring
+from console.server import ConsoleServer
+from console.settings import ConsoleSettings
 from infra.bus.local import LocalBus
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
@@ -38,8 +41,8 @@ from workers.recorder.settings import RecorderSettings
 log = logging.getLogger(__name__)
 
 
-class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings):
-    """``callrec up``: ingest, recorder and analyzer in one process, on a local bus."""
+class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings, ConsoleSettings):
+    """``callrec up``: ingest, recorder, analyzer and console in one process, on a local bus."""
 
     up_data_dir: str = "callrec-data"
     """Directory of the local bus, the spill files and (unless CALLREC_ARCHIVE_URI is
@@ -68,6 +71,10 @@ class EmbeddedPipeline:
                                                 spill_dir=self.data_dir / "spill")
         self.analyzer: AnalyzerService | None = None
         """Built in :meth:`run`: loading the whisper model takes a few seconds."""
+        self.console = ConsoleServer(
+            wiring.console(settings.model_copy(update={"archive_uri": self.archive_uri}),
+                           self.store).app(),
+            settings.console_host, settings.console_port)
 
     @property
     def archive_uri(self) -> str:
@@ -84,6 +91,7 @@ class EmbeddedPipeline:
                  asyncio.create_task(self.analyzer.run(workers_stop))]
         try:
             await self.ingest.start()
+            await self.console.start()
             if ready is not None:
                 ready.set()
             # Until asked to stop, or until a worker ends (it failed: stop everything).
@@ -92,6 +100,7 @@ class EmbeddedPipeline:
             stopping.cancel()
             await self.ingest.drain()
         finally:
+            await self.console.stop()
             workers_stop.set()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             self.bus.close()

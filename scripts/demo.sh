@@ -2,7 +2,7 @@
 # README command 1: callrec on this machine, in one process, with nothing but Python.
 #
 # Creates .venv, installs callrec, starts `callrec up` (ingest + recorder + analyzer
-# on a local bus and a local archive: no Kafka, no S3, no Docker), streams the
+# + review console on a local bus and a local archive: no Kafka, no S3, no Docker), streams the
 # bundled stereo test call through `callrec simulate` as Wavix would (two oneway
 # streams: caller and agent), then prints where the WAV, the transcript and the
 # manifest are and the result of a `callrec query` over the call. It then keeps
@@ -12,7 +12,8 @@
 # (default 8080; 0 = any free port), CALLREC_INGEST_TOKENS (comma-separated stream
 # tokens; unset = a random token for this run, printed with the stream_url: the
 # server listens on every interface, so a token anyone could guess would let anyone
-# record into it).
+# record into it). CALLREC_CONSOLE_PORT (default 8090): the review console; its login is
+# user `demo` with a random password printed at the end (CALLREC_CONSOLE_USERS_FILE unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,22 @@ export CALLREC_INGEST_TOKENS
 export CALLREC_LOG_LEVEL=${CALLREC_LOG_LEVEL:-WARNING}
 token=${CALLREC_INGEST_TOKENS%%,*}
 mkdir -p "$CALLREC_UP_DATA_DIR"
+export CALLREC_CONSOLE_PORT=${CALLREC_CONSOLE_PORT:-8090}
+console_password=""
+if [ -z "${CALLREC_CONSOLE_USERS_FILE:-}" ]; then
+  # One user for the demo, role compliance (everything); the hash only is written down.
+  console_password=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')
+  CALLREC_CONSOLE_USERS_FILE="$CALLREC_UP_DATA_DIR/console-users"
+  printf 'demo:compliance:%s\n' \
+    "$(printf '%s\n' "$console_password" | .venv/bin/callrec console --hash-password)" \
+    >"$CALLREC_CONSOLE_USERS_FILE"
+  chmod 600 "$CALLREC_CONSOLE_USERS_FILE"
+fi
+export CALLREC_CONSOLE_USERS_FILE
+if [ -z "${CALLREC_CONSOLE_SESSION_SECRET:-}" ]; then
+  CALLREC_CONSOLE_SESSION_SECRET=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')
+fi
+export CALLREC_CONSOLE_SESSION_SECRET
 log="$CALLREC_UP_DATA_DIR/up.log"
 
 .venv/bin/callrec up >"$log" 2>&1 &
@@ -71,6 +88,13 @@ echo "== callrec query"
   FROM calls c JOIN segments s USING (recording_id)
   WHERE c.call_id = '${call}-1' ORDER BY s.start_ms"
 
+console_port=$(sed -n 's/.*console http:\/\/<host>:\([0-9]*\)\/.*/\1/p' "$log" | head -n 1)
+echo "== Review console: http://localhost:$console_port/calls?call=${call}"
+if [ -n "$console_password" ]; then
+  echo "   log in as demo / $console_password (users file $CALLREC_CONSOLE_USERS_FILE)"
+else
+  echo "   log in with a user of $CALLREC_CONSOLE_USERS_FILE"
+fi
 echo "== Serving on port $port: stream_url=wss://<public host>/v1/stream?token=$token"
 echo "   Wavix needs that URL publicly reachable over TLS: a TLS proxy or a tunnel in front"
 echo "   of port $port. Ctrl-C stops."

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -28,12 +29,45 @@ def http_get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def http(url: str, data: dict[str, str] | None = None, cookie: str = ""
+         ) -> tuple[int, dict[str, str], str]:
+    """Status, headers and body, redirects not followed; the cookie is sent by hand (the
+    console's is Secure, which Python's cookie jar keeps off http://localhost)."""
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers={"cookie": cookie} if cookie
+                                     else {})
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def console_login(base: str, user: str, password: str) -> str:
+    """The session cookie of a login through the console's form."""
+    status, headers, page = http(base + "/login")
+    assert status == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token
+    cookie = headers["set-cookie"].split(";")[0]
+    status, headers, _ = http(base + "/login", {"csrf": token.group(1), "user": user,
+                                                "password": password}, cookie)
+    assert status == 303 and headers["location"] == "/calls", status
+    return str(headers["set-cookie"].split(";")[0])
+
+
 def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path) -> None:
     clone = tmp_path / "callrec"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CALLREC_", "VIRTUAL_ENV"))}
     env["CALLREC_INGEST_PORT"] = "0"  # any free port; the script reads it back
+    env["CALLREC_CONSOLE_PORT"] = "0"
     env["HF_HUB_OFFLINE"] = "1"  # the bundled model only: a newcomer's first run needs no hub
     proc = subprocess.Popen(["bash", "scripts/demo.sh"], cwd=clone, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -43,6 +77,7 @@ def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path)
     probes: dict[str, tuple[int, str]] = {}
     public_token = (0, "")
     alive = False
+    console_page = (0, "")
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 900
@@ -58,6 +93,13 @@ def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path)
             base = f"http://127.0.0.1:{port}"
             probes = {path: http_get(base + path) for path in ("/healthz", "/readyz")}
             public_token = http_get(f"{base}/v1/stream?token=demo-token")
+            console = re.search(r"^== Review console: (http://localhost:\d+)(/calls\S*)$\n"
+                                r"   log in as demo / (\S+) ", "\n".join(lines), re.MULTILINE)
+            if console:
+                base_url, path, password = console.groups()
+                cookie = console_login(base_url, "demo", password)
+                status, _, page = http(base_url + path, cookie=cookie)
+                console_page = (status, page)
             alive = proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -70,6 +112,8 @@ def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path)
     assert alive, "callrec up kept serving after the demo call"
     assert len(token) >= 32 and token != "demo-token", "a random token when none is set"
     assert public_token[0] == 401, "a guessable token records nothing"
+    assert console_page[0] == 200, "the printed console URL and login work"
+    assert re.search(r'data-recording="demo-[0-9-]+-1-0"', console_page[1]), "the call listed"
 
     paths = dict(re.findall(r"^(audio\.wav|transcript\.json|manifest\.json)\s+(\S+)$", out,
                             re.MULTILINE))
