@@ -32,6 +32,8 @@ export CALLREC_LOG_LEVEL=${CALLREC_LOG_LEVEL:-WARNING}
 token=${CALLREC_INGEST_TOKENS%%,*}
 mkdir -p "$CALLREC_UP_DATA_DIR"
 export CALLREC_CONSOLE_PORT=${CALLREC_CONSOLE_PORT:-8090}
+# A local archive is cheap to list: the console shows a new call within 2 s.
+export CALLREC_CONSOLE_INDEX_REFRESH_S=${CALLREC_CONSOLE_INDEX_REFRESH_S:-2}
 console_password=""
 if [ -z "${CALLREC_CONSOLE_USERS_FILE:-}" ]; then
   # One user for the demo, role compliance (everything); the hash only is written down.

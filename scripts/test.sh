@@ -20,6 +20,8 @@ fi
 .venv/bin/python -m deploy.tools helm
 # espeak-ng makes the speech of the analyzer's timing tests (Debian package; root in CI).
 command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng sox)
+# Headless Chromium and its driver for the console's browser tests (Debian packages).
+[ -x /usr/bin/chromedriver ] || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || echo "note: ruff format would reformat some files"

@@ -42,7 +42,7 @@ from tests.deploy.conftest import (
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 #: The first test here builds Helm when the cache is cold (about 3 minutes on 2 cores).
 pytestmark = pytest.mark.timeout(900)
-COMPONENTS = ("ingest", "recorder", "analyzer")
+COMPONENTS = ("ingest", "recorder", "analyzer", "console")
 PORT_SETTING = {c: f"CALLREC_{c.upper()}_PORT" for c in COMPONENTS}
 
 
@@ -187,7 +187,10 @@ def test_rendered_env_builds_the_settings_object(
     values = load_yaml(CHART / "values.yaml")
     if profile == "production":
         values = load_yaml(PRODUCTION_VALUES)
-    assert settings.kafka_bootstrap == values["kafka"]["bootstrap"]  # type: ignore[attr-defined]
+    if component == "console":  # no Kafka: it reads the archive
+        assert settings.archive_uri == values["s3"]["archiveUri"]
+    else:
+        assert settings.kafka_bootstrap == values["kafka"]["bootstrap"]  # type: ignore[attr-defined]
     port = getattr(settings, f"{component}_port")
     assert port == container(manifests.deployments()[component])["ports"][0]["containerPort"]
 
@@ -231,7 +234,7 @@ def test_production_uses_existing_secrets(rendered: dict[str, Rendered]) -> None
         "name": values["ingest"]["auth"]["existingSecret"],
         "key": values["ingest"]["auth"]["tokensKey"],
     }
-    for component in COMPONENTS:
+    for component in ("ingest", "recorder", "analyzer"):  # the console has no Kafka
         assert refs[(component, "CALLREC_KAFKA_SASL_PASSWORD")] == {
             "name": values["kafka"]["sasl"]["existingSecret"],
             "key": values["kafka"]["sasl"]["passwordKey"],
@@ -240,6 +243,13 @@ def test_production_uses_existing_secrets(rendered: dict[str, Rendered]) -> None
     assert not any(name.startswith("CALLREC_S3_ACCESS") for _, name in refs)
     sa = manifests.get("ServiceAccount", f"{RELEASE}-recorder")
     assert "eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"]
+    assert refs[("console", "CALLREC_CONSOLE_SESSION_SECRET")] == {
+        "name": values["console"]["auth"]["existingSecret"],
+        "key": "console-session-secret",
+    }
+    console = manifests.get("ServiceAccount", f"{RELEASE}-console")
+    assert console["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] != (
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), "its own, narrower role"
 
 
 def test_inline_secrets_go_to_the_charts_secret(helm: str) -> None:
@@ -328,6 +338,7 @@ EVERY_MANAGED_SETTING = {
     "s3.objectLock.days": "1",
     "s3.credentials.existingSecret": "s3",
     "ingest.auth.existingSecret": "tokens",
+    "console.auth.existingSecret": "console",
 }
 
 
@@ -510,7 +521,7 @@ def all_pod_specs(manifests: Rendered) -> list[tuple[str, dict[str, Any]]]:
         (d["metadata"]["name"], d["spec"]["template"]["spec"])
         for d in manifests.of_kind("Deployment") + manifests.of_kind("Job")
     ]
-    assert len(specs) == 4
+    assert len(specs) == 5  # ingest, recorder, analyzer, console, the topics job
     return specs
 
 
@@ -604,7 +615,8 @@ def test_shutdown_margins_have_a_floor(helm: str) -> None:
 
 def test_ingress_for_websockets(helm: str, rendered: dict[str, Rendered]) -> None:
     assert rendered["default"].of_kind("Ingress") == []
-    (ingress,) = rendered["production"].of_kind("Ingress")
+    (ingress,) = [i for i in rendered["production"].of_kind("Ingress")
+                  if i["metadata"]["name"] == f"{RELEASE}-ingest"]
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
     assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
@@ -674,8 +686,11 @@ def test_analyzer_resources_and_gpu(rendered: dict[str, Rendered]) -> None:
 
 def test_analyzer_can_be_disabled(helm: str) -> None:
     manifests = render(helm, set_values={"analyzer.enabled": "false"})
-    assert set(manifests.deployments()) == {"ingest", "recorder"}
+    assert set(manifests.deployments()) == {"ingest", "recorder", "console"}
     assert all("analyzer" not in d["metadata"]["name"] for d in manifests.docs)
+    manifests = render(helm, set_values={"console.enabled": "false"})
+    assert set(manifests.deployments()) == {"ingest", "recorder", "analyzer"}
+    assert all("console" not in d["metadata"]["name"] for d in manifests.docs)
 
 
 def topic_job_script(manifests: Rendered) -> str:
@@ -822,6 +837,8 @@ def test_network_policies(rendered: dict[str, Rendered]) -> None:
         assert all(peer in allowed for peer in values["metricsFrom"]), component
         streams = all(peer in allowed for peer in values["ingestFrom"])
         assert streams == (component == "ingest"), component
+        browses = all(peer in allowed for peer in values["consoleFrom"])
+        assert browses == (component == "console"), component
 
 
 def test_component_images(helm: str, rendered: dict[str, Rendered]) -> None:
@@ -839,7 +856,37 @@ def test_component_images(helm: str, rendered: dict[str, Rendered]) -> None:
         "ingest": "callrec:0.1.0",
         "recorder": "callrec:0.2.0",
         "analyzer": "callrec:0.1.0",
+        "console": "callrec:0.1.0",
     }
+
+
+def test_console_deployment_service_and_ingress(helm: str, rendered: dict[str, Rendered]
+                                                ) -> None:
+    manifests = rendered["production"]
+    values = load_yaml(PRODUCTION_VALUES)["console"]
+    deployment = manifests.deployments()["console"]
+    env = env_of(manifests, deployment)
+    assert "CALLREC_KAFKA_BOOTSTRAP" not in env, "the console reads the archive, not Kafka"
+    assert env["CALLREC_CONSOLE_USERS_FILE"] == "/etc/callrec/console/users"
+    assert env["CALLREC_CONSOLE_TRUSTED_PROXIES"] == values["config"][
+        "CALLREC_CONSOLE_TRUSTED_PROXIES"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["console-users"]["secret"]["secretName"] == values["auth"]["existingSecret"]
+    service = manifests.get("Service", f"{RELEASE}-console")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    (ingress,) = [i for i in manifests.of_kind("Ingress")
+                  if i["metadata"]["name"] == f"{RELEASE}-console"]
+    assert ingress["spec"]["tls"][0]["hosts"] == ["callrec-console.example.com"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{RELEASE}-console", "port": {"name": "http"}}
+    # Inline users and session key (tests only) go to the chart's Secret, not a ConfigMap.
+    inline = render(helm, set_values={"console.auth.sessionSecret": "s" * 40},
+                    set_json={"console.auth.users": json.dumps(["ann:viewer:$argon2id$x"])})
+    secret = inline.get("Secret", f"{RELEASE}-secrets")
+    assert base64.b64decode(secret["data"]["console-users"]) == b"ann:viewer:$argon2id$x\n"
+    # Without users nobody can log in but through a trusted proxy: no users file is named.
+    bare = env_of(rendered["default"], rendered["default"].deployments()["console"])
+    assert "CALLREC_CONSOLE_USERS_FILE" not in bare
 
 
 def test_analyzer_shutdown_and_startup(rendered: dict[str, Rendered], profile: str) -> None:

@@ -98,8 +98,13 @@ def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path)
             if console:
                 base_url, path, password = console.groups()
                 cookie = console_login(base_url, "demo", password)
-                status, _, page = http(base_url + path, cookie=cookie)
-                console_page = (status, page)
+                until = time.monotonic() + 60  # the index picks the call up within seconds
+                while True:
+                    status, _, page = http(base_url + path, cookie=cookie)
+                    console_page = (status, page)
+                    if status != 200 or "call-row" in page or time.monotonic() > until:
+                        break
+                    time.sleep(0.5)
             alive = proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -101,6 +101,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- $v := .ctx.Values }}
 {{- $env := dict }}
 {{- $_ := set $env "CALLREC_LOG_LEVEL" $v.logLevel }}
+{{- if ne .component "console" }}
 {{- $_ := set $env "CALLREC_KAFKA_BOOTSTRAP" $v.kafka.bootstrap }}
 {{- $_ := set $env "CALLREC_KAFKA_MEDIA_TOPIC" $v.kafka.topics.media.name }}
 {{- $_ := set $env "CALLREC_KAFKA_RECORDINGS_TOPIC" $v.kafka.topics.recordings.name }}
@@ -109,6 +110,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- with $v.kafka.sasl.username }}{{ $_ := set $env "CALLREC_KAFKA_SASL_USERNAME" . }}{{ end }}
 {{- if $v.kafka.tls.caSecret }}
 {{- $_ := set $env "CALLREC_KAFKA_SSL_CAFILE" (printf "/etc/callrec/kafka-ca/%s" $v.kafka.tls.caKey) }}
+{{- end }}
 {{- end }}
 {{- if eq .component "ingest" }}
 {{- $_ := set $env "CALLREC_INGEST_PORT" $v.ingest.port }}
@@ -127,6 +129,11 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if eq .component "recorder" }}
 {{- $_ := set $env "CALLREC_RECORDER_PORT" $v.recorder.port }}
 {{- $_ := set $env "CALLREC_RECORDER_SPILL_DIR" $v.recorder.spill.mountPath }}
+{{- else if eq .component "console" }}
+{{- $_ := set $env "CALLREC_CONSOLE_PORT" $v.console.port }}
+{{- if include "callrec.hasConsoleAuth" .ctx }}
+{{- $_ := set $env "CALLREC_CONSOLE_USERS_FILE" "/etc/callrec/console/users" }}
+{{- end }}
 {{- else }}
 {{- $_ := set $env "CALLREC_ANALYZER_PORT" $v.analyzer.port }}
 {{- $_ := set $env "CALLREC_ANALYZER_SHUTDOWN_GRACE_S" $v.analyzer.shutdown.graceSeconds }}
@@ -174,6 +181,21 @@ names "callrec.validateSettings" has checked: none of them is managed or secret)
 {{- if or .Values.s3.credentials.existingSecret .Values.s3.credentials.accessKeyId }}true{{ end }}
 {{- end }}
 
+{{- define "callrec.consoleSecret" -}}
+{{- if .Values.console.auth.existingSecret }}{{ .Values.console.auth.existingSecret }}{{ else }}{{ include "callrec.secretName" . }}{{ end }}
+{{- end }}
+
+{{/* The console's users file and session key: from console.auth.existingSecret, or given
+inline (console.auth.users, console.auth.sessionSecret) into the chart's Secret. */}}
+{{- define "callrec.hasConsoleAuth" -}}
+{{- if or .Values.console.auth.existingSecret (and .Values.console.auth.users .Values.console.auth.sessionSecret) }}true{{ end }}
+{{- end }}
+
+{{/* The console may read with its own, narrower S3 credentials (docs/console.md). */}}
+{{- define "callrec.consoleS3Secret" -}}
+{{- if .Values.console.s3Credentials.existingSecret }}{{ .Values.console.s3Credentials.existingSecret }}{{ else }}{{ include "callrec.s3Secret" . }}{{ end }}
+{{- end }}
+
 {{- define "callrec.hasKafkaPassword" -}}
 {{- if or .Values.kafka.sasl.existingSecret .Values.kafka.sasl.password }}true{{ end }}
 {{- end }}
@@ -181,7 +203,7 @@ names "callrec.validateSettings" has checked: none of them is managed or secret)
 {{/* Environment entries from Secrets (never from the ConfigMap). */}}
 {{- define "callrec.secretEnv" -}}
 {{- $v := .ctx.Values }}
-{{- if include "callrec.hasKafkaPassword" .ctx }}
+{{- if and (ne .component "console") (include "callrec.hasKafkaPassword" .ctx) }}
 - name: CALLREC_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -195,17 +217,25 @@ names "callrec.validateSettings" has checked: none of them is managed or secret)
       name: {{ include "callrec.ingestTokensSecret" .ctx }}
       key: {{ $v.ingest.auth.tokensKey }}
 {{- end }}
-{{- if and (ne .component "ingest") (include "callrec.hasS3Credentials" .ctx) }}
+{{- $s3Secret := ternary (include "callrec.consoleS3Secret" .ctx) (include "callrec.s3Secret" .ctx) (eq .component "console") }}
+{{- if and (ne .component "ingest") (or (include "callrec.hasS3Credentials" .ctx) (and (eq .component "console") $v.console.s3Credentials.existingSecret)) }}
 - name: CALLREC_S3_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ include "callrec.s3Secret" .ctx }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.accessKeyIdKey }}
 - name: CALLREC_S3_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "callrec.s3Secret" .ctx }}
+      name: {{ $s3Secret }}
       key: {{ $v.s3.credentials.secretAccessKeyKey }}
+{{- end }}
+{{- if and (eq .component "console") (include "callrec.hasConsoleAuth" .ctx) }}
+- name: CALLREC_CONSOLE_SESSION_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "callrec.consoleSecret" .ctx }}
+      key: {{ $v.console.auth.sessionSecretKey }}
 {{- end }}
 {{- end }}
 
@@ -310,6 +340,10 @@ prometheus.io/path: /metrics
 {{- if and $v.kafka.sasl.password (not $v.kafka.sasl.existingSecret) }}
 {{ $v.kafka.sasl.passwordKey }}: {{ $v.kafka.sasl.password | b64enc | quote }}
 {{- end }}
+{{- if and $v.console.auth.users $v.console.auth.sessionSecret (not $v.console.auth.existingSecret) }}
+{{ $v.console.auth.usersKey }}: {{ printf "%s\n" (join "\n" $v.console.auth.users) | b64enc | quote }}
+{{ $v.console.auth.sessionSecretKey }}: {{ $v.console.auth.sessionSecret | b64enc | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -320,7 +354,7 @@ source: the drain grace must stay inside terminationGracePeriodSeconds), not a s
 */}}
 {{- define "callrec.validateSettings" -}}
 {{- $settings := .Files.Get "files/settings.yaml" | fromYaml }}
-{{- range $component := list "ingest" "recorder" "analyzer" }}
+{{- range $component := list "ingest" "recorder" "analyzer" "console" }}
 {{- $v := index $.Values $component }}
 {{- $known := index $settings $component }}
 {{- $config := $v.config | default dict }}
