@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from callrec.errors import CommandError
 from schemas.audit import AUDIT_PREFIX, audit_table
 from schemas.tables import PARTITION_COLUMN, TABLES
 
@@ -54,7 +55,7 @@ OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
 
 
-class QueryError(Exception):
+class QueryError(CommandError):
     """The SQL failed, or the archive could not be opened; the message says which."""
 
 
