@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import replace_section
+from bench.harness.report import replace_section
 from infra.audio import load_audio
 from infra.store.local import LocalStore
 from infra.wav import read_wav

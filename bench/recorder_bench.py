@@ -32,7 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.report import machine, replace_section
+from bench.harness.report import machine, replace_section
 from callrec import simulator, wiring
 from deploy.local import stack
 from infra.store.s3 import S3Store

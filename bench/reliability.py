@@ -46,10 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadharness.cluster import log
+from bench.harness.report import replace_section
+from bench.harness.sampler import log
 from bench.loadharness.run import Run, RunConfig
 from bench.loadharness.scenarios import BY_NAME, MATRIX, Scenario, judge
-from bench.report import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"

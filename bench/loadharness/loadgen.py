@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness.wire import Connection, open_connection
 from bench.loadharness import calls as callaudio
-from bench.loadharness.wire import Connection, open_connection
 from callrec.simulator import iso_time
 from schemas import wavix
 

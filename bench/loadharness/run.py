@@ -47,8 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from bench.loadharness import calls as callaudio
-from bench.loadharness.cluster import (
+from bench.harness.sampler import (
     REPO,
     Sampler,
     Service,
@@ -61,6 +60,7 @@ from bench.loadharness.cluster import (
     metric_sum,
     quantile,
 )
+from bench.loadharness import calls as callaudio
 from bench.loadharness.verify import list_manifests, verify
 from deploy.local import stack
 
