@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness.sampler import http_get
+from bench.harness.promstats import http_get
 from bench.loadharness.run import TOKEN, Run
 
 
