@@ -244,7 +244,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "RTF = wall time / audio seconds (duration x tracks), pauses included: the VAD "
         "drops them before the model, so a conversation's RTF is lower than that of "
-        "continuous speech (DESIGN.md's 0.027 is jfk.flac alone). The analyzer's extra work: "
+        "continuous speech (the reference RTF of 0.027 is jfk.flac alone). The analyzer's extra work: "
         "reading and hashing the WAV, resampling 24 kHz to 16 kHz (soxr HQ), talk detection "
         "and levels, splitting/snapping segments, two Parquet files and the transcript JSON. "
         "The machine is shared (other processes run beside the benchmark), so 2 threads are "
