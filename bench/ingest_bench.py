@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ingest_bench",
-        description="callrec ingest vs a bare websockets server; real Kafka (targets: bench/README.md).",
+        description="callrec ingest vs a bare websockets server; real Kafka "
+        "(targets: bench/README.md).",
     )
     parser.add_argument("--quick", action="store_true",
                         help="a few seconds per stage (smoke test)")

@@ -14,7 +14,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = ("# Benchmarks\n\nFigures are measured by the benchmarks in `bench/`, never by timed "
-          "tests. The targets are listed in `bench/README.md`. Each section says the command that wrote it.\n\n")
+          "tests. The targets are listed in `bench/README.md`. Each section says the command "
+          "that wrote it.\n\n")
 
 
 # -- the machine -------------------------------------------------------------------------
