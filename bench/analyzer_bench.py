@@ -246,7 +246,8 @@ def markdown(results: dict[str, Any]) -> str:
         "drops them before the model, so a conversation's RTF is lower than that of "
         "continuous speech (the reference RTF of 0.027 is jfk.flac alone). The analyzer's "
         "extra work: reading and hashing the WAV, resampling 24 kHz to 16 kHz (soxr HQ), "
-        "talk detection and levels, splitting/snapping segments, two Parquet files and the transcript JSON. "
+        "talk detection and levels, splitting/snapping segments, two Parquet files and the "
+        "transcript JSON. "
         "The machine is shared (other processes run beside the benchmark), so 2 threads are "
         "not always faster than 1; the ratio, measured in alternating runs, is the figure "
         "that holds.",
