@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from callrec.errors import CommandError
 from schemas.audit import AUDIT_PREFIX, audit_table
 from schemas.compliance import HOLDS_PREFIX, TOMBSTONES_PREFIX, holds_table, tombstones_table
 from schemas.tables import PARTITION_COLUMN, TABLES
@@ -57,7 +58,7 @@ OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
 
 
-class QueryError(Exception):
+class QueryError(CommandError):
     """The SQL failed, or the archive could not be opened; the message says which."""
 
 
