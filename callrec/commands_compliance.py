@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
-import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,16 +26,12 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace) -> ComplianceSettings:
+    from callrec.logs import configure_logging
     from compliance.settings import ComplianceSettings
 
     overrides = {"archive_uri": args.archive} if getattr(args, "archive", None) else {}
     settings = ComplianceSettings(**overrides)
-    # Not callrec.cli's configure_logging: cli imports this module.
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     return settings
 
 
@@ -50,6 +46,24 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _reported(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print a compliance, store or command error as one line and exit 1."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from callrec.errors import CommandError
+        from compliance.errors import ComplianceError
+        from infra.errors import InfraError
+
+        try:
+            return handler(args)
+        except (ComplianceError, InfraError, CommandError) as exc:
+            _err(f"{args.command}: {exc}")
+            return 1
+
+    return run
 
 
 def _print_json(value: Any) -> None:
@@ -156,8 +170,9 @@ def _print_verify(report: VerifyReport) -> None:
 
 
 def _hold(args: argparse.Namespace) -> int:
+    from compliance.errors import NotFoundError
     from compliance.holds import clear_hold, list_holds, set_hold
-    from compliance.recordings import NotFoundError, cli_actor
+    from compliance.recordings import cli_actor
 
     settings = _settings(args)
     store = _store(settings)
@@ -247,7 +262,8 @@ def _retention(args: argparse.Namespace) -> int:
 
 def _erase(args: argparse.Namespace) -> int:
     from compliance.erasure import erase_call, erase_recordings, recordings_by_number
-    from compliance.recordings import ComplianceError, cli_actor
+    from compliance.errors import ComplianceError
+    from compliance.recordings import cli_actor
 
     settings = _settings(args)
     store = _store(settings)
@@ -278,8 +294,9 @@ def _erase(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from compliance.errors import NotFoundError
     from compliance.export import SigningKeyError, check_bundle, export_call, new_key_pair
-    from compliance.recordings import NotFoundError, cli_actor
+    from compliance.recordings import cli_actor
 
     if args.new_key:
         private, public = new_key_pair()
@@ -425,7 +442,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--record", action="store_true", help="write the result to verify/last.json in the archive"
     )
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
-    verify.set_defaults(func=_verify)
+    verify.set_defaults(func=_reported(_verify))
 
     hold = sub.add_parser(
         "hold",
@@ -450,7 +467,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     hold.add_argument("--reason", help="why (a case or matter reference): required for set/clear")
     hold.add_argument("--all", action="store_true", help="list: cleared holds too")
-    hold.set_defaults(func=_hold)
+    hold.set_defaults(func=_reported(_hold))
 
     retention = sub.add_parser(
         "retention",
@@ -464,7 +481,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retention.add_argument(
         "--dry-run", action="store_true", help="say what would be deleted; delete nothing"
     )
-    retention.set_defaults(func=_retention)
+    retention.set_defaults(func=_reported(_retention))
 
     erase = sub.add_parser(
         "erase",
@@ -483,7 +500,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "from_number/to_number columns)",
     )
     erase.add_argument("--reason", required=True, help="why (the request's reference)")
-    erase.set_defaults(func=_erase)
+    erase.set_defaults(func=_reported(_erase))
 
     export = sub.add_parser(
         "export",
@@ -501,7 +518,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export.add_argument(
         "--new-key", metavar="PATH", help="write a new key pair to PATH.key (private) and PATH.pub"
     )
-    export.set_defaults(func=_export)
+    export.set_defaults(func=_reported(_export))
 
     audit = sub.add_parser(
         "audit",
@@ -511,4 +528,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "or removed entry; print the head (seq and sha256) to keep elsewhere.",
     )
     audit.add_argument("action", choices=("verify",))
-    audit.set_defaults(func=_audit)
+    audit.set_defaults(func=_reported(_audit))

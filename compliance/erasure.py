@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from compliance.audit import AuditLog
+from compliance.errors import ComplianceError, NoNumbersError, NotFoundError
 from compliance.recordings import (
-    ComplianceError,
-    NoNumbersError,
-    NotFoundError,
     delete_keys,
     iso,
     load_manifest,

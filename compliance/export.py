@@ -32,9 +32,9 @@ from typing import Any
 import msgspec
 
 from compliance.audit import AuditLog
+from compliance.errors import NotFoundError, SigningKeyError
 from compliance.policy import LockPolicy
 from compliance.recordings import (
-    NotFoundError,
     iso,
     load_manifest,
     now,
@@ -48,10 +48,6 @@ from schemas.tables import TABLES, table_key
 SUMS = "SHA256SUMS"
 SIGNATURE = "SIGNATURE.json"
 BLOCK = 1024 * 1024
-
-
-class SigningKeyError(ValueError):
-    """A signing or public key that cannot be read."""
 
 
 def new_key_pair() -> tuple[bytes, bytes]:

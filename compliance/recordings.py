@@ -18,6 +18,11 @@ from typing import Any
 
 import msgspec
 
+from compliance.errors import (
+    NotFoundError,
+    OnHoldError,
+    RetainedError,
+)
 from infra.store import ObjectLockedError, ObjectNotFoundError, ObjectStore
 from schemas.compliance import HoldRecord, decode_hold, hold_key
 from schemas.layout import (
@@ -31,33 +36,6 @@ from schemas.manifest import Manifest, decode_manifest
 from schemas.tables import TABLES, recording_id, table_key
 
 log = logging.getLogger(__name__)
-
-
-class ComplianceError(Exception):
-    """Root of the compliance operations' errors::
-
-    ComplianceError
-    ├── NotFoundError       no such call or recording in the archive
-    ├── OnHoldError         refused: the recording is under a legal hold
-    ├── RetainedError       refused: Object Lock retention forbids the delete until a date
-    └── NoNumbersError      the calls table has no from_number/to_number columns
-    """
-
-
-class NotFoundError(ComplianceError):
-    pass
-
-
-class OnHoldError(ComplianceError):
-    pass
-
-
-class RetainedError(ComplianceError):
-    pass
-
-
-class NoNumbersError(ComplianceError):
-    pass
 
 
 def now() -> dt.datetime:

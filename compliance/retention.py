@@ -28,10 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compliance.audit import AuditLog
+from compliance.errors import ComplianceError, OnHoldError
 from compliance.policy import RetentionPolicy
 from compliance.recordings import (
-    ComplianceError,
-    OnHoldError,
     all_recordings,
     calls_row,
     delete_keys,

@@ -15,10 +15,10 @@ import pytest
 from callrec.query import connect, run
 from compliance.audit import AuditLog
 from compliance.erasure import erase_call, recordings_by_number
+from compliance.errors import NoNumbersError, OnHoldError
 from compliance.export import check_bundle, export_call, new_key_pair
 from compliance.holds import clear_hold, list_holds, set_hold
 from compliance.policy import RetentionPolicy, RetentionRule
-from compliance.recordings import NoNumbersError, OnHoldError
 from compliance.retention import apply_retention
 from compliance.verify import verify_archive, verify_recording
 from infra.store.local import LocalStore
