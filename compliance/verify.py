@@ -227,7 +227,7 @@ class _Run:
         key = table_key("calls", manifest.date, manifest.recording_id)
         try:
             rows = pq.read_table(io.BytesIO(self.store.get_bytes(key))).to_pylist()
-        except ObjectNotFoundError:
+        except (ObjectNotFoundError, FileNotFoundError):
             return  # reported as missing by the hash of the manifest's entry
         except Exception as exc:  # pyarrow's errors have no common root
             self.problem("unreadable", key, manifest.recording_id, f"not Parquet: {exc}")
@@ -266,7 +266,7 @@ class _Run:
         key = transcript_key(manifest.recording_id)
         try:
             doc = msgspec.json.decode(self.store.get_bytes(key))
-        except ObjectNotFoundError:
+        except (ObjectNotFoundError, FileNotFoundError):
             return
         except msgspec.DecodeError as exc:
             self.problem("unreadable", key, manifest.recording_id, f"not JSON: {exc}")
