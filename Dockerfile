@@ -58,6 +58,9 @@ RUN if [ "$WITH_CUDA" = "true" ]; then \
 # The packages of [tool.setuptools.packages.find] (tests/deploy checks this list).
 COPY README.md ./
 COPY callrec ./callrec
+COPY compliance ./compliance
+COPY console ./console
+COPY infra ./infra
 COPY ingest ./ingest
 COPY schemas ./schemas
 COPY workers ./workers
@@ -100,7 +103,7 @@ USER 10001:10001
 WORKDIR /tmp
 
 # ingest (/v1/stream + probes), recorder probes, analyzer probes
-EXPOSE 8080 9091 9093
+EXPOSE 8080 8090 9091 9093
 
 ENTRYPOINT ["callrec"]
 CMD ["--help"]

@@ -230,9 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="table format: cut cells longer than N characters (0: never)")
     query.set_defaults(func=_query)
 
-    from callrec import commands_console, simulator
+    from callrec import commands_compliance, commands_console, simulator
 
     simulator.register(sub)
+    commands_compliance.register(sub)
     commands_console.register(sub)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import signal
 import sys
 from typing import Any
 
@@ -27,14 +28,18 @@ def run(args: argparse.Namespace) -> int:
     if args.hash_password:
         return _hash_password()
     from callrec import wiring
-    from callrec.cli import configure_logging, run_until_signalled
+    from callrec.logs import configure_logging
     from console.server import ConsoleServer
     from console.settings import ConsoleSettings
 
     settings = ConsoleSettings()
     configure_logging(settings.log_level)
 
-    async def main(stop: asyncio.Event) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         store = settings.open_store()
         await asyncio.to_thread(store.check)
         server = ConsoleServer(wiring.console(settings, store).app(), settings.console_host,
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         await stop.wait()
         await server.stop()
 
-    run_until_signalled(main)
+    asyncio.run(main())
     return 0
 
 

@@ -16,10 +16,13 @@ The archive is a local directory (embedded mode, or a copy of the bucket) or
   added later read as null from older files.
 
 The ``audit`` view is the audit trail (``audit/<seq>.json``, one entry per
-object, see compliance/audit.py), read entry by entry.
+object, see compliance/audit.py), read entry by entry; ``holds`` and
+``tombstones`` are the legal holds and erasure records (``schemas.compliance``,
+docs/compliance.md).
 
-The ``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive
-root joined with the row's ``recording_key`` / ``manifest_key``, so the links
+The views are built by infra/tables.py (shared with the review console). The
+``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive root joined
+with the row's ``recording_key`` / ``manifest_key``, so the links
 follow the archive wherever it is queried from.
 
 Times are shown in UTC. Output: an aligned text table (long cells cut to
@@ -38,21 +41,33 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from infra.tables import TablesError, connect, s3_filesystem
+from callrec.errors import CommandError
+from infra import tables
+from infra.tables import s3_filesystem
 
 if TYPE_CHECKING:
     import duckdb
 
     from infra.settings import ArchiveSettings
 
-__all__ = ["FORMATS", "OutputFormat", "QueryError", "connect", "query", "render", "run",
-           "s3_filesystem"]
-
 OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
 
-QueryError = TablesError
-"""The SQL failed, or the archive could not be opened; the message says which."""
+
+__all__ = ["FORMATS", "OutputFormat", "QueryError", "connect", "query", "render", "run",
+           "s3_filesystem"]
+
+
+class QueryError(CommandError):
+    """The SQL failed, or the archive could not be opened; the message says which."""
+
+
+def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the archive's views (infra/tables.py)."""
+    try:
+        return tables.connect(archive_uri, settings)
+    except tables.TablesError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

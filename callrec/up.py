@@ -10,8 +10,8 @@ instead of S3 unless ``CALLREC_ARCHIVE_URI`` names one::
     <data dir>/spill/...                the recorder's open tracks
 
 The review console (docs/console.md) serves the same archive on its own port
-(``CALLREC_CONSOLE_PORT``). Crash recovery is the distributed design's: whatever ingest acknowledged is in
-the local log; on restart the recorder replays from its committed offset, and
+(``CALLREC_CONSOLE_PORT``). Crash recovery is the distributed design's: whatever ingest
+acknowledged is in the local log; on restart the recorder replays from its committed offset, and
 recordings whose streams were open when the process died are archived as
 incomplete from the audio received, with the reason "callrec restarted before
 the stream ended".
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from callrec import wiring
+from callrec.errors import CommandError
 from console.server import ConsoleServer
 from console.settings import ConsoleSettings
 from infra.bus.local import LocalBus
@@ -49,7 +50,7 @@ class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings, ConsoleSett
     set) the archive: WAV, manifests, transcripts and the Parquet tables."""
 
 
-class DataDirInUseError(Exception):
+class DataDirInUseError(CommandError):
     """Another ``callrec up`` already runs on this data directory."""
 
 

@@ -53,7 +53,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from compliance.integrity import check_recording
+from compliance.verify import VerifyReport, verify_recording
 from console import metrics
 from console.auth import Authenticator, Identity, csrf_ok, csrf_token
 from console.errors import BadRequest
@@ -367,7 +367,7 @@ class Console:
             csv_url=query.url("/calls.csv", next=""),
             first_url=query.url(next="") if query.next else "",
             has_numbers=all(c in columns for c in ("from_number", "to_number")),
-            has_direction="direction" in columns,
+            has_direction="direction" in columns, held=self.index.held,
             sort_url=lambda col: query.url(
                 sort=col, next="",
                 order="asc" if query.sort == col and query.order == "desc" else "desc"),
@@ -425,7 +425,7 @@ class Console:
         except Exception:  # a store without Object Lock support: nothing to show
             lock = None
         return {"manifest": manifest, "call": call, "metrics": metric_rows,
-                "transcript": transcript, "lock": lock,
+                "transcript": transcript, "lock": lock, "on_hold": rec in self.index.held,
                 "listens": self.trail.listens(rec)}
 
     async def call_page(self, request: Request) -> Response:
@@ -529,14 +529,23 @@ class Console:
         identity = await self.require(request, "viewer", "verify", rec)
         if isinstance(identity, Response):
             return identity
-        result = await run_in_threadpool(check_recording, self.store, rec)
-        if not result.manifest_found:
+        manifest = await run_in_threadpool(self._manifest, rec)
+        if manifest is None:
             return self._not_found(request, rec)
+        report: VerifyReport = await run_in_threadpool(verify_recording, self.store, rec)
         await self._audit(request, identity, "verify", rec,
-                          outcome="ok" if result.ok else "error",
-                          detail={"result": "verified" if result.ok else "mismatch"})
+                          outcome="ok" if report.ok else "error",
+                          detail={"result": "verified" if report.ok else "mismatch",
+                                  "problems": str(len(report.problems))})
+        by_key = {p.key: p for p in report.problems}
+        objects = [{"key": o.key, "sha256": o.sha256, "size": o.size,
+                    "outcome": by_key[o.key].kind if o.key in by_key else "verified",
+                    "detail": by_key[o.key].detail if o.key in by_key else ""}
+                   for o in manifest.objects]
+        listed = {o.key for o in manifest.objects}
         return self.render(request, "integrity.html", identity=identity, rec=rec,
-                           result=result)
+                           ok=report.ok, objects=objects,
+                           others=[p for p in report.problems if p.key not in listed])
 
 
 def _arrow(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any]) -> pa.Table:

@@ -68,7 +68,7 @@ class CallIndex:
         started = time.monotonic()
         with self._lock:
             con = self.con
-            connect(self.archive_uri, self.settings, con=con, audit=False)
+            connect(self.archive_uri, self.settings, con=con, records=False)
             con.execute("CREATE TABLE calls_idx AS SELECT * FROM calls_files")
             con.execute(f"CREATE TABLE segments_idx AS SELECT {', '.join(SEGMENT_COLUMNS)} "
                         "FROM segments_files")

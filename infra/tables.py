@@ -16,7 +16,9 @@ The archive is a local directory (embedded mode, or a copy of the bucket) or
   later read as null from older files.
 
 The ``audit`` view is the audit trail (``audit/<seq>.json``, one entry per
-object, see compliance/audit.py), read entry by entry.
+object, see compliance/audit.py), read entry by entry; ``holds`` and
+``tombstones`` are the legal holds and erasure records (``schemas.compliance``,
+docs/compliance.md).
 
 The ``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive
 root joined with the row's ``recording_key`` / ``manifest_key``, so the links
@@ -28,7 +30,7 @@ Used by ``callrec query`` (docs/analytics.md) and the review console's index
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -37,6 +39,7 @@ import pyarrow as pa
 
 from infra.errors import InfraError
 from schemas.audit import AUDIT_PREFIX, audit_table
+from schemas.compliance import HOLDS_PREFIX, TOMBSTONES_PREFIX, holds_table, tombstones_table
 from schemas.tables import PARTITION_COLUMN, TABLES
 
 if TYPE_CHECKING:
@@ -59,15 +62,16 @@ def _full_schema(table: str) -> pa.Schema:
 
 
 def connect(archive_uri: str, settings: ArchiveSettings | None = None, *,
-            con: duckdb.DuckDBPyConnection | None = None, audit: bool = True
+            con: duckdb.DuckDBPyConnection | None = None, records: bool = True
             ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the views ``calls``, ``segments``, ``metrics`` and ``audit``
-    (each table also as ``<table>_files``: the stored columns, without derived URIs).
+    """A DuckDB connection with the views ``calls``, ``segments``, ``metrics`` (each also
+    as ``<table>_files``: the stored columns, without derived URIs), ``audit``, ``holds``
+    and ``tombstones``.
 
     ``archive_uri``: a directory, ``file:///dir`` or ``s3://bucket/prefix``;
     ``settings`` gives the S3 endpoint and credentials (unset: AWS defaults); ``con``: add
-    the views to this connection instead of a new in-memory one; ``audit=False`` leaves
-    the audit trail out (it is read entry by entry).
+    the views to this connection instead of a new in-memory one; ``records=False`` leaves
+    the audit, holds and tombstones views empty (they are read object by object).
     """
     import duckdb
 
@@ -76,7 +80,7 @@ def connect(archive_uri: str, settings: ArchiveSettings | None = None, *,
     con.execute("SET TimeZone = 'UTC'")
     parts = urlsplit(archive_uri)
     if parts.scheme == "s3":
-        _attach_s3(con, parts.netloc, parts.path.strip("/"), settings, audit)
+        _attach_s3(con, parts.netloc, parts.path.strip("/"), settings, records)
         root = archive_uri.rstrip("/")
     elif parts.scheme in ("", "file"):
         path = Path(parts.path if parts.scheme == "file" else archive_uri).expanduser()
@@ -84,9 +88,10 @@ def connect(archive_uri: str, settings: ArchiveSettings | None = None, *,
             raise TablesError(f"archive directory {path} does not exist")
         _attach_local(con, path.resolve())
         root = str(path.resolve())
-        audit_dir = path / AUDIT_PREFIX
-        _register_audit(con, (p.read_bytes() for p in sorted(audit_dir.glob("*.json"))
-                              if audit and not p.name.startswith(".")))
+        for prefix, register in _RECORDS:
+            folder = path / prefix
+            register(con, (p.read_bytes() for p in sorted(folder.glob("*.json"))
+                           if records and not p.name.startswith(".")))
     else:
         raise TablesError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
     _add_uris(con, root)
@@ -131,7 +136,7 @@ def s3_filesystem(settings: ArchiveSettings | None) -> Any:
 
 
 def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
-               settings: ArchiveSettings | None, audit: bool = True) -> None:
+               settings: ArchiveSettings | None, records: bool = True) -> None:
     import pyarrow.dataset as ds
     from pyarrow import fs
 
@@ -140,20 +145,21 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
     s3 = s3_filesystem(settings)
     top = f"{bucket}/{prefix}" if prefix else bucket
     base = f"{top}/tables"
-    try:
-        infos = s3.get_file_info(fs.FileSelector(f"{top}/{AUDIT_PREFIX}", allow_not_found=True)
-                                 ) if audit else []
-    except OSError as exc:
-        raise TablesError(f"cannot list s3://{top}/{AUDIT_PREFIX}: {exc}") from None
-    entries = sorted(i.path for i in infos
-                     if i.type == fs.FileType.File and i.path.endswith(".json"))
 
     def read(path: str) -> bytes:
         with s3.open_input_stream(path) as stream:
             data: bytes = stream.read()
         return data
 
-    _register_audit(con, map(read, entries))
+    for prefix, register in _RECORDS:
+        try:
+            infos = s3.get_file_info(fs.FileSelector(f"{top}/{prefix}", allow_not_found=True)
+                                     ) if records else []
+        except OSError as exc:
+            raise TablesError(f"cannot list s3://{top}/{prefix}: {exc}") from None
+        entries = sorted(i.path for i in infos
+                         if i.type == fs.FileType.File and i.path.endswith(".json"))
+        register(con, map(read, entries))
     for name in TABLES:
         schema = _full_schema(name)
         try:
@@ -185,6 +191,24 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
 def _register_audit(con: duckdb.DuckDBPyConnection, entries: Iterable[bytes]) -> None:
     con.register("audit_arrow", audit_table(entries))
     con.execute("CREATE VIEW audit AS SELECT * FROM audit_arrow")
+
+
+def _register_holds(con: duckdb.DuckDBPyConnection, records: Iterable[bytes]) -> None:
+    con.register("holds_arrow", holds_table(records))
+    con.execute("CREATE VIEW holds AS SELECT * FROM holds_arrow")
+
+
+def _register_tombstones(con: duckdb.DuckDBPyConnection, records: Iterable[bytes]) -> None:
+    con.register("tombstones_arrow", tombstones_table(records))
+    con.execute("CREATE VIEW tombstones AS SELECT * FROM tombstones_arrow")
+
+
+_RECORDS: tuple[tuple[str, Callable[[duckdb.DuckDBPyConnection, Iterable[bytes]], None]], ...] = (
+    (AUDIT_PREFIX, _register_audit),
+    (HOLDS_PREFIX, _register_holds),
+    (TOMBSTONES_PREFIX, _register_tombstones),
+)
+"""The archive's JSON records shown as views: the audit trail, holds, tombstones."""
 
 
 def _add_uris(con: duckdb.DuckDBPyConnection, root: str) -> None:

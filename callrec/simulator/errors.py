@@ -15,11 +15,13 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from callrec.errors import CommandError
+
 if TYPE_CHECKING:
     from callrec.simulator.reports import CallReport
 
 
-class SimulatorError(Exception):
+class SimulatorError(CommandError):
     """Root of the errors of ``callrec simulate``."""
 
 

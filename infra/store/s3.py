@@ -204,16 +204,7 @@ class S3Store:
         return StoredObject(key, sha256, size, content_type)
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except ClientError as exc:
-            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                raise ObjectNotFoundError(f"no object {key!r}") from None
-            raise _translate(exc) from None
-        except Exception as exc:
-            raise _translate(exc) from None
+        response = self._get(key)  # ObjectNotFoundError for a missing key, as size() has
         data: bytes = response["Body"].read()
         return data
 

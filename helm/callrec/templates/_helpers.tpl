@@ -134,7 +134,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if include "callrec.hasConsoleAuth" .ctx }}
 {{- $_ := set $env "CALLREC_CONSOLE_USERS_FILE" "/etc/callrec/console/users" }}
 {{- end }}
-{{- else }}
+{{- else if eq .component "analyzer" }}
 {{- $_ := set $env "CALLREC_ANALYZER_PORT" $v.analyzer.port }}
 {{- $_ := set $env "CALLREC_ANALYZER_SHUTDOWN_GRACE_S" $v.analyzer.shutdown.graceSeconds }}
 {{- $_ := set $env "CALLREC_ANALYZER_DEVICE" (ternary "cuda" "cpu" $v.analyzer.gpu.enabled) }}
