@@ -13,6 +13,7 @@ Tables (the stored columns plus the partition ``date``)::
     calls_idx      one row per recording
     segments_idx   call_id, recording_id, track, speaker, segment, start_ms, end_ms, text
     metrics_idx    every metrics row; the view call_metrics keeps track = 'call'
+    holds_idx      recording ids under an active legal hold (``holds/``, re-read each refresh)
 
 A recording analysed again (``callrec analyzer --backfill --force``) keeps its
 old segments and metrics in the index until the console restarts.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
+from compliance.holds import active_holds
 from console import metrics
 from infra.parquet import read_parquet
 from infra.store import ObjectNotFoundError, ObjectStore
@@ -57,6 +59,8 @@ class CallIndex:
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {table: set() for table in INDEXED}
         self.loaded = False
+        self.held: frozenset[str] = frozenset()
+        """Recording ids under an active legal hold, as of the last refresh."""
         self.columns: frozenset[str] = frozenset()
         """Columns of ``calls_idx`` (the console shows number filters only when present)."""
 
@@ -78,6 +82,8 @@ class CallIndex:
                 con.execute(f"DROP VIEW {name}_files")
             con.execute("CREATE VIEW call_metrics AS SELECT * FROM metrics_idx "
                         "WHERE track = 'call'")
+            con.execute("CREATE TABLE holds_idx (recording_id VARCHAR PRIMARY KEY)")
+            self._load_holds(con)
             for table, idx in INDEXED.items():
                 self._seen[table] = {
                     row[0] for row in con.execute(f"SELECT DISTINCT recording_id FROM {idx}")
@@ -109,11 +115,19 @@ class CallIndex:
                     self._insert(cur, idx, rows, parsed.date)
                     self._seen[table].add(parsed.recording_id)
                     added += 1
+            self._load_holds(cur)
             metrics.INDEX_CALLS.set(len(self._seen["calls"]))
         metrics.INDEX_REFRESH.observe(time.monotonic() - started)
         if added:
             log.info("calls index: %d new table files", added)
         return added
+
+    def _load_holds(self, cur: duckdb.DuckDBPyConnection) -> None:
+        held = sorted(active_holds(self.store))
+        cur.execute("DELETE FROM holds_idx")
+        if held:
+            cur.executemany("INSERT INTO holds_idx VALUES (?)", [[r] for r in held])
+        self.held = frozenset(held)
 
     @staticmethod
     def _insert(cur: duckdb.DuckDBPyConnection, idx: str, rows: pa.Table, date: str) -> None:

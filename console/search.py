@@ -86,6 +86,8 @@ class CallQuery:
     direction: str = ""
     """inbound or outbound (when the calls table has the column)."""
     complete: Tri = ""
+    hold: Tri = ""
+    """Under an active legal hold (yes) or not (no)."""
     min_duration_s: float | None = None
     max_duration_s: float | None = None
     min_overtalk_s: float | None = None
@@ -114,6 +116,7 @@ class CallQuery:
             number=params.get("number", "").strip()[:64],
             direction=params.get("direction", "").strip()[:16],
             complete=_tri(params, "complete"),
+            hold=_tri(params, "hold"),
             min_duration_s=_float(params, "min_duration_s"),
             max_duration_s=_float(params, "max_duration_s"),
             min_overtalk_s=_float(params, "min_overtalk_s"),
@@ -197,6 +200,9 @@ def build_where(query: CallQuery, columns: frozenset[str]) -> SqlQuery:
         args.append(query.direction)
     if query.complete:
         clauses.append("c.complete" if query.complete == "yes" else "NOT c.complete")
+    if query.hold:
+        clauses.append(("" if query.hold == "yes" else "NOT ")
+                       + "c.recording_id IN (SELECT recording_id FROM holds_idx)")
     for value, sql, scale in (
         (query.min_duration_s, "c.duration_ms >= ?", 1000),
         (query.max_duration_s, "c.duration_ms <= ?", 1000),

@@ -315,3 +315,17 @@ def test_unknown_and_malformed_recordings(client: TestClient) -> None:
     assert client.get("/calls/nope-0").status_code == 404
     assert client.get("/calls/..%2Fetc").status_code in (400, 404)
     assert client.get("/calls/nope-0/audio?ps=x").status_code == 404
+
+
+def test_legal_holds_filter_and_show(client: TestClient, archive: LocalStore) -> None:
+    from compliance.holds import set_hold
+
+    set_hold(archive, ["call-3-0"], "matter 42", "ann")
+    log_in(client, "viewer")
+    deadline = time.monotonic() + 30
+    while rows(client.get("/calls?hold=yes").text) != ["call-3-0"]:  # the next refresh
+        assert time.monotonic() < deadline, "the hold never showed"
+        time.sleep(0.1)
+    assert "call-3-0" not in rows(client.get("/calls?hold=no&sort=call_id").text)
+    page = client.get("/calls/call-3-0").text
+    assert re.search(r'id="hold"><span class="warn">on hold', page)
