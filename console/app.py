@@ -126,7 +126,8 @@ class Console:
                  session_secret: str | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.index = index or CallIndex(store, settings.archive_uri, settings)
+        self.index = index or CallIndex(store, directory=settings.console_index_dir,
+                                        memory_mb=settings.console_index_memory_mb)
         self.users = users if users is not None else Users.load(settings.console_users_file)
         self.trail = ConsoleTrail(store)
         self.auth = Authenticator(settings.console_trusted_proxies,
@@ -187,6 +188,7 @@ class Console:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await asyncio.to_thread(self.index.close)
 
     async def _keep_index(self) -> None:
         if not self.index.loaded:

@@ -1,12 +1,20 @@
-"""The calls index: the archive's tables copied into one in-memory DuckDB database.
+"""The calls index: the archive's tables copied into one DuckDB database file.
 
 Why a copy: the archive holds one Parquet file per recording and table, and a
 scan of 100,000 small files takes tens of seconds (S3: minutes), far too slow
-for a page. The console loads the three tables once at start-up through the
-same DuckDB views as ``callrec query`` (infra/tables.py), then every
-``CALLREC_CONSOLE_INDEX_REFRESH_S`` lists the table folders and adds only the
-files of recordings it has not seen (one object read per new file). Measured in
-docs/benchmarks.md (console).
+for a page. Why not DuckDB's own ``read_parquet`` over them (infra/tables.py, the
+views of ``callrec query``): measured on 60,000 files it held 680 MiB after the
+load and peaked at 1.6 GiB (per-file metadata outside DuckDB's memory limit), so
+the console reads the files itself, a batch at a time, through the store
+(several at once: S3 latency), conforms each to the table's current schema
+(``schemas.tables``: columns added later read as null) and appends the batch.
+The same code picks up new recordings: every ``CALLREC_CONSOLE_INDEX_REFRESH_S``
+it lists the table folders and reads only files of recordings it has not seen.
+Measured in docs/benchmarks.md (review console).
+
+The database is a file (rebuilt at each start, in ``CALLREC_CONSOLE_INDEX_DIR``) with
+DuckDB's memory limited to ``CALLREC_CONSOLE_INDEX_MEMORY_MB``: the console's memory
+stays bounded however large the archive; the rest is read back from the file.
 
 Tables (the stored columns plus the partition ``date``)::
 
@@ -22,10 +30,16 @@ Thread-safety: each caller takes its own :meth:`cursor`; a lock serialises refre
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
+import shutil
+import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -33,65 +47,90 @@ import pyarrow as pa
 from compliance.holds import active_holds
 from console import metrics
 from infra.parquet import read_parquet
-from infra.store import ObjectNotFoundError, ObjectStore
-from infra.tables import connect
-from schemas.layout import parse_table_key, table_prefix
-
-if TYPE_CHECKING:
-    from infra.settings import ArchiveSettings
+from infra.store import ObjectNotFoundError, ObjectStore, StoreError
+from schemas.layout import TableFile, parse_table_key, table_prefix
+from schemas.tables import PARTITION_COLUMN, TABLES
 
 log = logging.getLogger(__name__)
 
 SEGMENT_COLUMNS = ("call_id", "recording_id", "track", "speaker", "segment", "start_ms",
-                   "end_ms", "text", "date")
+                   "end_ms", "text")
 INDEXED = {"calls": "calls_idx", "segments": "segments_idx", "metrics": "metrics_idx"}
+BATCH_FILES = 500
+"""Files read before one append: bounds the memory of a load."""
+READERS = 4
+"""Files read at once (S3 round trips overlap)."""
+
+
+def index_schema(table: str) -> pa.Schema:
+    """The columns the index keeps of ``table``, with the partition ``date``."""
+    schema = TABLES[table].schema.remove_metadata()
+    if table == "segments":
+        schema = pa.schema([schema.field(name) for name in SEGMENT_COLUMNS])
+    return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
+
+
+def conform(rows: pa.Table, schema: pa.Schema, date: str) -> pa.Table:
+    """``rows`` with exactly ``schema``'s columns: missing ones null, others dropped."""
+    day = dt.date.fromisoformat(date)
+    arrays = []
+    for field in schema:
+        if field.name == PARTITION_COLUMN:
+            arrays.append(pa.array([day] * rows.num_rows, pa.date32()))
+        elif field.name in rows.column_names:
+            arrays.append(rows.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(rows.num_rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _batches(items: Sequence[tuple[str, TableFile]]) -> Iterator[Sequence[tuple[str, TableFile]]]:
+    for start in range(0, len(items), BATCH_FILES):
+        yield items[start : start + BATCH_FILES]
 
 
 class CallIndex:
-    """The archive's tables in memory; :meth:`load` once, then :meth:`refresh` now and then."""
+    """The archive's tables in a DuckDB file; :meth:`load` once, then :meth:`refresh`."""
 
-    def __init__(self, store: ObjectStore, archive_uri: str,
-                 settings: ArchiveSettings | None = None) -> None:
+    def __init__(self, store: ObjectStore, *, directory: str | None = None,
+                 memory_mb: int = 96) -> None:
         self.store = store
-        self.archive_uri = archive_uri
-        self.settings = settings
-        self.con = duckdb.connect(":memory:")
+        self._own_dir = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="callrec-console-index-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "index.duckdb"
+        for stale in (path, path.with_name(path.name + ".wal")):
+            stale.unlink(missing_ok=True)
+        self.con = duckdb.connect(str(path), config={
+            "memory_limit": f"{memory_mb}MB",
+            "temp_directory": str(self.directory / "spill"),
+            # Rows need no order in the index; without it scans and appends use less memory.
+            "preserve_insertion_order": False,
+        })
+        self.con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {table: set() for table in INDEXED}
         self.loaded = False
         self.held: frozenset[str] = frozenset()
         """Recording ids under an active legal hold, as of the last refresh."""
-        self.columns: frozenset[str] = frozenset()
+        self.columns = frozenset(index_schema("calls").names)
         """Columns of ``calls_idx`` (the console shows number filters only when present)."""
+        for table, idx in INDEXED.items():
+            self.con.register("empty_rows", index_schema(table).empty_table())
+            self.con.execute(f"CREATE TABLE {idx} AS SELECT * FROM empty_rows")
+            self.con.unregister("empty_rows")
+        self.con.execute("CREATE VIEW call_metrics AS SELECT * FROM metrics_idx "
+                         "WHERE track = 'call'")
+        self.con.execute("CREATE TABLE holds_idx (recording_id VARCHAR PRIMARY KEY)")
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
 
     def load(self) -> None:
-        """Copy every table in (start-up); the views of infra/tables.py do the reading."""
+        """Read every table file in (start-up); ``loaded`` (``/readyz``) once done."""
         started = time.monotonic()
-        with self._lock:
-            con = self.con
-            connect(self.archive_uri, self.settings, con=con, records=False)
-            con.execute("CREATE TABLE calls_idx AS SELECT * FROM calls_files")
-            con.execute(f"CREATE TABLE segments_idx AS SELECT {', '.join(SEGMENT_COLUMNS)} "
-                        "FROM segments_files")
-            con.execute("CREATE TABLE metrics_idx AS SELECT * FROM metrics_files")
-            for name in ("calls", "segments", "metrics"):
-                con.execute(f"DROP VIEW {name}")
-                con.execute(f"DROP VIEW {name}_files")
-            con.execute("CREATE VIEW call_metrics AS SELECT * FROM metrics_idx "
-                        "WHERE track = 'call'")
-            con.execute("CREATE TABLE holds_idx (recording_id VARCHAR PRIMARY KEY)")
-            self._load_holds(con)
-            for table, idx in INDEXED.items():
-                self._seen[table] = {
-                    row[0] for row in con.execute(f"SELECT DISTINCT recording_id FROM {idx}")
-                    .fetchall()}
-            self.columns = frozenset(
-                row[0] for row in con.execute("DESCRIBE calls_idx").fetchall())
-            self.loaded = True
-            metrics.INDEX_CALLS.set(len(self._seen["calls"]))
+        self.refresh()
+        self.loaded = True
         log.info("calls index: %d recordings, %d with segments, loaded in %.1fs",
                  len(self._seen["calls"]), len(self._seen["segments"]),
                  time.monotonic() - started)
@@ -100,27 +139,44 @@ class CallIndex:
         """Add the files of recordings archived since; returns how many files were added."""
         started = time.monotonic()
         added = 0
-        with self._lock:
+        with self._lock, ThreadPoolExecutor(READERS, thread_name_prefix="index") as pool:
             cur = self.con.cursor()
             for table, idx in INDEXED.items():
+                schema = index_schema(table)
+                new = []
                 for key in self.store.list_keys(table_prefix(table)):
                     parsed = parse_table_key(key)
-                    if parsed is None or parsed.recording_id in self._seen[table]:
-                        continue
-                    try:
-                        rows = read_parquet(self.store.get_bytes(key))
-                    except (ObjectNotFoundError, pa.ArrowInvalid) as exc:
-                        log.warning("calls index: skipping %s: %s", key, exc)
-                        continue
-                    self._insert(cur, idx, rows, parsed.date)
-                    self._seen[table].add(parsed.recording_id)
-                    added += 1
+                    if parsed is not None and parsed.recording_id not in self._seen[table]:
+                        new.append((key, parsed))
+                for batch in _batches(new):
+                    read = functools.partial(self._read, schema)
+                    frames = [f for f in pool.map(read, batch) if f is not None]
+                    if frames:
+                        cur.register("new_rows", pa.concat_tables(frames))
+                        try:
+                            cur.execute(f"INSERT INTO {idx} SELECT * FROM new_rows")
+                        finally:
+                            cur.unregister("new_rows")
+                    self._seen[table].update(parsed.recording_id for _, parsed in batch)
+                    added += len(frames)
             self._load_holds(cur)
             metrics.INDEX_CALLS.set(len(self._seen["calls"]))
         metrics.INDEX_REFRESH.observe(time.monotonic() - started)
         if added:
             log.info("calls index: %d new table files", added)
         return added
+
+    def _read(self, schema: pa.Schema, item: tuple[str, TableFile]) -> pa.Table | None:
+        key, parsed = item
+        try:
+            return conform(read_parquet(self.store.get_bytes(key)), schema, parsed.date)
+        except (ObjectNotFoundError, pa.ArrowInvalid, pa.ArrowNotImplementedError,
+                ValueError) as exc:
+            log.warning("calls index: skipping %s: %s", key, exc)
+            return None
+        except StoreError as exc:  # retriable: left unseen, the next refresh tries again
+            log.warning("calls index: %s not read (%s); trying again later", key, exc)
+            raise
 
     def _load_holds(self, cur: duckdb.DuckDBPyConnection) -> None:
         held = sorted(active_holds(self.store))
@@ -129,17 +185,10 @@ class CallIndex:
             cur.executemany("INSERT INTO holds_idx VALUES (?)", [[r] for r in held])
         self.held = frozenset(held)
 
-    @staticmethod
-    def _insert(cur: duckdb.DuckDBPyConnection, idx: str, rows: pa.Table, date: str) -> None:
-        columns = [r[0] for r in cur.execute(f"DESCRIBE {idx}").fetchall()]
-        present = [c for c in columns if c in rows.column_names]
-        names = ", ".join(f'"{c}"' for c in present)
-        cur.register("new_rows", rows.select(present))
-        try:
-            cur.execute(f"INSERT INTO {idx} ({names}, date) SELECT {names}, ?::DATE "
-                        "FROM new_rows", [date])
-        finally:
-            cur.unregister("new_rows")
+    def close(self) -> None:
+        self.con.close()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def has(self, recording_id: str) -> bool:
         return recording_id in self._seen["calls"]

@@ -41,6 +41,12 @@ class ConsoleSettings(ArchiveSettings):
     """Most rows of one CSV download."""
     console_index_refresh_s: float = Field(default=10.0, gt=0)
     """How often the calls index picks up recordings archived since (docs/console.md)."""
+    console_index_dir: str | None = None
+    """Directory of the calls index's DuckDB file (rebuilt at each start). Unset: a temporary
+    directory, removed at exit. On Kubernetes an emptyDir (the default /tmp) will do."""
+    console_index_memory_mb: int = Field(default=96, ge=32)
+    """Memory the calls index may hold (DuckDB's memory_limit); the rest of the index
+    stays in its file and is read back as pages are needed."""
     console_peaks_cache: int = Field(default=64, ge=0)
     """Waveform peaks computed for recordings archived without them, kept in memory."""
 

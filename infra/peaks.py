@@ -25,7 +25,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from infra.audio import decode_pcm
 from infra.wav import wav_header
 from schemas.codecs import Codec
 
@@ -113,6 +112,8 @@ class PeaksBuilder:
         data = data[: len(data) - len(data) % frame]
         if not data:
             return
+        from infra.audio import decode_pcm  # PyAV comes with it: only load it when needed
+
         samples = decode_pcm(data, self.codec).reshape(-1, channels)
         self._samples += samples.shape[0]
         per_window = self.codec.sample_rate * WINDOW_MS // 1000

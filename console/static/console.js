@@ -13,6 +13,7 @@
   const durationMs = Number(wave.dataset.durationMs) || 0;
   const playhead = document.getElementById("playhead");
   let peaks = null;
+  const segments = transcript ? Array.from(transcript.querySelectorAll(".seg")) : [];
 
   function drawLane(canvas, channel) {
     const ratio = window.devicePixelRatio || 1;
@@ -24,7 +25,12 @@
     ctx.clearRect(0, 0, width, height);
     const mins = channel.min, maxs = channel.max, n = mins.length;
     if (!n) return;
-    const mid = height / 2, scale = (height / 2 - 2) / 127;
+    // Each lane is scaled to its own loudest window: a quiet caller stays visible.
+    let loudest = 4;
+    for (let i = 0; i < n; i++) {
+      loudest = Math.max(loudest, maxs[i], -mins[i]);
+    }
+    const mid = height / 2, scale = (height / 2 - 2) / loudest;
     ctx.fillStyle = channel.track === "inbound" ? "#2e7d32" : "#6a3fb5";
     const totalMs = Math.max(durationMs, n * peaks.window_ms);
     for (let x = 0; x < width; x++) {
@@ -54,8 +60,29 @@
     .catch(function () { wave.dataset.drawn = "no"; });
   window.addEventListener("resize", drawAll);
 
+  if (find && transcript) {
+    let hits = [], at = -1;
+    const count = document.getElementById("find-count");
+    find.addEventListener("input", function () {
+      const needle = find.value.trim().toLowerCase();
+      hits = [];
+      at = -1;
+      segments.forEach(function (seg) {
+        const match = needle !== "" && seg.textContent.toLowerCase().includes(needle);
+        seg.classList.toggle("found", match);
+        if (match) hits.push(seg);
+      });
+      count.textContent = needle ? hits.length + " found" : "";
+    });
+    find.addEventListener("keydown", function (event) {
+      if (event.key !== "Enter" || !hits.length) return;
+      event.preventDefault();
+      at = (at + 1) % hits.length;
+      hits[at].scrollIntoView({ block: "center" });
+      if (audio) seek(Number(hits[at].dataset.start));
+    });
+  }
   if (!audio) return;
-  const segments = transcript ? Array.from(transcript.querySelectorAll(".seg")) : [];
   const starts = segments.map(function (s) { return Number(s.dataset.start); });
   let current = null;
 
@@ -128,26 +155,4 @@
     if (seg) { seg.classList.add("current"); current = seg; seg.scrollIntoView({ block: "center" }); }
   }
 
-  if (find && transcript) {
-    let hits = [], at = -1;
-    const count = document.getElementById("find-count");
-    find.addEventListener("input", function () {
-      const needle = find.value.trim().toLowerCase();
-      hits = [];
-      at = -1;
-      segments.forEach(function (seg) {
-        const match = needle !== "" && seg.textContent.toLowerCase().includes(needle);
-        seg.classList.toggle("found", match);
-        if (match) hits.push(seg);
-      });
-      count.textContent = needle ? hits.length + " found" : "";
-    });
-    find.addEventListener("keydown", function (event) {
-      if (event.key !== "Enter" || !hits.length) return;
-      event.preventDefault();
-      at = (at + 1) % hits.length;
-      hits[at].scrollIntoView({ block: "center" });
-      seek(Number(hits[at].dataset.start));
-    });
-  }
 })();

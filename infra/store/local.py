@@ -116,9 +116,14 @@ class LocalStore:
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self.root.resolve()
+        # Walk only the folder the prefix names (its part up to the last "/"), not the
+        # whole archive: listing tables/calls/ must not visit every recording's files.
+        top = base.joinpath(*prefix.rpartition("/")[0].split("/")) if "/" in prefix else base
+        if not top.is_dir():
+            return []
         return sorted(
             str(p.relative_to(base))
-            for p in base.rglob("*")
+            for p in top.rglob("*")
             if p.is_file()
             and not p.name.startswith(".")
             and str(p.relative_to(base)).startswith(prefix)

@@ -209,7 +209,8 @@ def test_a_transcript_search_finds_the_call_which_plays_in_sync_and_seeks(
     marks = browser.find_elements(By.CSS_SELECTOR, "#calls .snippet mark")
     assert marks and marks[0].text.lower() == "ask not"
     assert browser.find_element(By.ID, "total").text.startswith("1 ")
-    browser.get(console_url + "/calls")
+    browser.get(console_url + "/calls?q=an&sort=call_id&order=asc")  # several calls match
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#calls tr.call-row")) >= 2
     save(browser, shots, "console-calls.png")
 
     # The stereo call has sentences on both channels: play, follow, seek.
