@@ -1,29 +1,12 @@
 """``callrec query "SQL"``: DuckDB over the archive's tables and its audit trail.
 
 The archive is a local directory (embedded mode, or a copy of the bucket) or
-``s3://bucket/prefix`` (S3, MinIO). Each table is a view over
-``tables/<table>/date=YYYY-MM-DD/*.parquet`` with the Hive partition column
-``date`` (a DATE):
-
-- **Local directory**: DuckDB's own ``read_parquet`` (``hive_partitioning``,
-  ``union_by_name``, so files written by older schema versions still read).
-- **S3**: a pyarrow dataset on ``pyarrow.fs.S3FileSystem``, registered in
-  DuckDB, which scans it with projection and filter pushdown. DuckDB's httpfs
-  extension would be the other way, but extensions are downloaded at run time
-  and the wheel does not bundle httpfs; pyarrow's S3 client ships in the wheel,
-  so ``callrec query`` works offline and in air-gapped clusters alike. The
-  dataset's schema is the table's current schema (``schemas.tables``): columns
-  added later read as null from older files.
-
-The ``audit`` view is the audit trail (``audit/<seq>.json``, one entry per
-object, see compliance/audit.py), read entry by entry; ``holds`` and
-``tombstones`` are the legal holds and erasure records (``schemas.compliance``,
-docs/compliance.md).
-
-The views are built by infra/tables.py (shared with the review console). The
-``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive root joined
-with the row's ``recording_key`` / ``manifest_key``, so the links
-follow the archive wherever it is queried from.
+``s3://bucket/prefix`` (S3, MinIO). The views are those of infra/tables.py (shared
+with the review console): ``calls``, ``segments`` and ``metrics`` over the Parquet
+tables with the Hive partition column ``date`` (read by DuckDB locally and through
+pyarrow's S3 filesystem on S3, so it works offline), ``audit`` (the audit trail),
+``holds`` and ``tombstones`` (docs/compliance.md). ``calls`` adds ``recording_uri``
+and ``manifest_uri``, so the links follow the archive wherever it is queried from.
 
 Times are shown in UTC. Output: an aligned text table (long cells cut to
 ``max_width``), CSV (RFC 4180, header row) or JSON (an array of objects).

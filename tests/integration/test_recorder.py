@@ -160,7 +160,7 @@ async def test_object_lock_retention_and_legal_hold_on_every_object(
         await stream_calls(stream_url(ingest, None), [call], [0], realtime=False)
         [manifest_key] = await wait_for_manifests(store, 1)
     keys = [manifest_key, *(o.key for o in load_manifest(store, manifest_key).objects)]
-    assert len(keys) == 3
+    assert len(keys) == 4  # manifest, WAV, peaks, calls row: every one under WORM
     for key in keys:
         head = store.client.head_object(Bucket=bucket, Key=key)
         assert head["ObjectLockMode"] == "GOVERNANCE"
