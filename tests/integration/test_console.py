@@ -29,6 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from callrec import simulator, wiring
 from deploy.local import stack
+from infra.store.local import LocalStore
 from infra.store.s3 import S3Store
 from infra.tables import connect
 from tests.consoleutil import (
@@ -327,3 +328,40 @@ def test_hostile_call_ids_and_transcripts_render_as_text(
     assert browser.execute_script("return typeof window.__xss") == "undefined"
     assert browser.execute_script(
         "return document.querySelectorAll('img, main script').length") == 0
+
+
+def test_callrec_console_serves_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    archive = tmp_path / "archive"
+    archive_analyzed(LocalStore(archive), "proc-1", {"inbound": tone(1000)},
+                     [(0, 900, "hello")], tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
+    env.update({"CALLREC_ARCHIVE_URI": str(archive), "CALLREC_CONSOLE_PORT": "0",
+                "CALLREC_CONSOLE_HOST": "127.0.0.1",
+                "CALLREC_CONSOLE_USERS_FILE": str(users_file(tmp_path / "users"))})
+    proc = subprocess.Popen([sys.executable, "-m", "callrec.cli", "console"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("callrec console on http://127.0.0.1:"), line
+        base = line.split()[3].rstrip("/")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(base + "/healthz", timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(base + "/calls/proc-1-0/audio", timeout=10)
+        assert refused.value.code == 401
+        refused.value.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
