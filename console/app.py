@@ -194,6 +194,10 @@ class Console:
         if not self.index.loaded:
             await asyncio.to_thread(self.index.load)
         while True:
+            try:
+                await asyncio.to_thread(self.trail.catch_up)  # who listened, read ahead
+            except Exception:
+                log.exception("reading the audit trail failed")
             await asyncio.sleep(self.settings.console_index_refresh_s)
             try:
                 await asyncio.to_thread(self.index.refresh)

@@ -13,7 +13,9 @@ so nothing is fetched, and nothing counted, until the user presses play.
 
 "Who listened" on the call page comes from the entries themselves: the console
 reads the log forward from the last entry it has seen (entries are numbered
-without gaps), keeping only ``play`` entries per recording.
+without gaps), keeping only ``play`` entries per recording: once in the background
+after start-up (one read per entry: a long log takes a while), then with each index
+refresh and each call page (only the entries written since).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ConsoleTrail:
         self.log = AuditLog(store)
         self.store = store
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._next_seq = 0
         self._plays: dict[str, list[Listen]] = {}
         self._sessions: OrderedDict[tuple[str, str, str], float] = OrderedDict()
@@ -97,14 +100,15 @@ class ConsoleTrail:
 
     def listens(self, recording_id: str) -> list[Listen]:
         """Every play entry about ``recording_id`` (allowed or refused), oldest first."""
-        self._catch_up()
+        self.catch_up()
         with self._lock:
             return list(self._plays.get(recording_id, ()))
 
-    def _catch_up(self) -> None:
+    def catch_up(self) -> None:
         """Read the entries written since the last look (by this or any other process)."""
-        with self._lock:
+        with self._read_lock:  # one reader at a time; plays and sessions stay unblocked
             seq = self._next_seq
+            found: list[tuple[str, Listen]] = []
             while True:
                 try:
                     data = self.store.get_bytes(entry_key(seq))
@@ -116,6 +120,9 @@ class ConsoleTrail:
                 except msgspec.DecodeError:
                     continue  # `callrec audit verify` reports it
                 if entry.action == "play":
-                    self._plays.setdefault(entry.target, []).append(
-                        Listen(entry.time, entry.actor, entry.address, entry.outcome))
-            self._next_seq = seq
+                    found.append((entry.target, Listen(entry.time, entry.actor, entry.address,
+                                                       entry.outcome)))
+            with self._lock:
+                for target, listen in found:
+                    self._plays.setdefault(target, []).append(listen)
+                self._next_seq = seq
