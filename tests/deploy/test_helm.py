@@ -937,6 +937,10 @@ def test_notes(helm: str, tmp_path: Path) -> None:
     assert "WARNING" not in production and "WITH_MODEL" not in production
     assert "WITH_CUDA" not in production, "production names a CUDA image for its GPUs"
     assert "(terminationGracePeriodSeconds 630)" in production
+    assert "port-forward svc/callrec-console 8090:8090" in default
+    assert "NOTE: no console users" in default
+    assert "https://callrec-console.example.com/" in production
+    assert "no console users" not in production
 
 
 def test_notes_warn_when_gpu_analyzers_run_the_main_image(helm: str, tmp_path: Path) -> None:
