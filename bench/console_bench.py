@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", type=int, default=10, help="segments per recording")
     parser.add_argument("--real", type=int, default=20, help="recordings with audio")
     parser.add_argument("--requests", type=int, default=100, help="of each kind")
+    parser.add_argument("--index-memory-mb", type=int, default=96,
+                        help="CALLREC_CONSOLE_INDEX_MEMORY_MB of the console")
     parser.add_argument("--dir", type=Path, help="keep the archive here (reused if present)")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -180,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     env.update({"CALLREC_ARCHIVE_URI": str(root), "CALLREC_CONSOLE_USERS_FILE": str(users),
                 "CALLREC_CONSOLE_SESSION_SECRET": "bench-" + "x" * 40,
                 "CALLREC_CONSOLE_PORT": "0", "CALLREC_CONSOLE_HOST": "127.0.0.1",
-                "CALLREC_CONSOLE_INDEX_REFRESH_S": "3600", "CALLREC_LOG_LEVEL": "WARNING",
+                "CALLREC_CONSOLE_INDEX_REFRESH_S": "3600",
+                "CALLREC_CONSOLE_INDEX_MEMORY_MB": str(args.index_memory_mb),
+                "CALLREC_LOG_LEVEL": "WARNING",
                 # plain http to localhost: httpx keeps Secure cookies off it
                 "CALLREC_CONSOLE_COOKIE_SECURE": "false"})
     began = time.perf_counter()
@@ -271,7 +275,8 @@ def render(args: argparse.Namespace, load_s: float, rss_loaded: float, rss: floa
     return "\n".join([
         "## Review console", "",
         f"`python -m bench.console_bench --calls {args.calls} --segments {args.segments} "
-        f"--requests {args.requests}` on {report.machine()}. The machine was shared with "
+        f"--requests {args.requests} --index-memory-mb {args.index_memory_mb}` on "
+        f"{report.machine()}. The machine was shared with "
         "other engineers' test runs: the figures are indicative; the ratios to the "
         "baseline (the same server answering `/healthz`, measured in the same run) are what "
         "to compare. A local archive, one Parquet file per recording and table "

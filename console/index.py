@@ -159,6 +159,10 @@ class CallIndex:
                             cur.unregister("new_rows")
                     self._seen[table].update(parsed.recording_id for _, parsed in batch)
                     added += len(frames)
+                    del frames
+                    # Arrow's allocator keeps freed buffers for reuse; a load reads
+                    # hundreds of thousands of small files: give them back each batch.
+                    pa.default_memory_pool().release_unused()
             self._load_holds(cur)
             metrics.INDEX_CALLS.set(len(self._seen["calls"]))
         metrics.INDEX_REFRESH.observe(time.monotonic() - started)
