@@ -86,9 +86,9 @@ def _loud_cut(samples: npt.NDArray[np.int16], at: int) -> int:
     raise AssertionError(f"no loud cut point near sample {at}")
 
 
-def render(script: list[Line], *, lead_ms: int = 500, tail_ms: int = 800,
-           noise_dbfs: float | None = None) -> tuple[dict[Track, npt.NDArray[np.int16]],
-                                                      list[Placed]]:
+def render(
+    script: list[Line], *, lead_ms: int = 500, tail_ms: int = 800, noise_dbfs: float | None = None
+) -> tuple[dict[Track, npt.NDArray[np.int16]], list[Placed]]:
     """The two tracks of ``script`` (int16 at 24 kHz) and the truth of every line."""
     clips = [_utterance(line) for line in script]
     starts: list[int] = []  # in samples
@@ -115,13 +115,17 @@ def render(script: list[Line], *, lead_ms: int = 500, tail_ms: int = 800,
     length_ms = max(ends) * 1000 // RATE + tail_ms
     tracks: dict[Track, npt.NDArray[np.int16]] = {}
     for speaker in (CALLER, AGENT):
-        parts = [(s * 1000 // RATE, c) for s, c, line in zip(starts, clips, script, strict=True)
-                 if line.speaker == speaker]
+        parts = [
+            (s * 1000 // RATE, c)
+            for s, c, line in zip(starts, clips, script, strict=True)
+            if line.speaker == speaker
+        ]
         track = place(length_ms, RATE, parts)
         if noise_dbfs is not None:
             seed = 1 if speaker == CALLER else 2
-            track = np.clip(track.astype(np.int32) + noise(length_ms, RATE, noise_dbfs, seed),
-                            -32768, 32767).astype(np.int16)
+            track = np.clip(
+                track.astype(np.int32) + noise(length_ms, RATE, noise_dbfs, seed), -32768, 32767
+            ).astype(np.int16)
         tracks[speaker] = track
     truth = []
     for i, line in enumerate(script):
@@ -129,15 +133,27 @@ def render(script: list[Line], *, lead_ms: int = 500, tail_ms: int = 800,
         latency = None if i == 0 else round(start_ms - ends[i - 1] * 1000 / RATE)
         barge = latency is not None and latency < 0
         text = line.text if isinstance(line.text, str) else " ".join(line.text)
-        truth.append(Placed(line.speaker, text, round(start_ms), round(end_ms), latency, barge,
-                            -latency if barge and latency is not None else None))
+        truth.append(
+            Placed(
+                line.speaker,
+                text,
+                round(start_ms),
+                round(end_ms),
+                latency,
+                barge,
+                -latency if barge and latency is not None else None,
+            )
+        )
     return tracks, truth
 
 
 def dead_air(truth: list[Placed], dead_air_ms: int) -> list[int]:
     """Lengths of the scripted pauses of at least ``dead_air_ms``."""
-    return [b.start_ms - a.end_ms for a, b in itertools.pairwise(truth)
-            if b.start_ms - a.end_ms >= dead_air_ms]
+    return [
+        b.start_ms - a.end_ms
+        for a, b in itertools.pairwise(truth)
+        if b.start_ms - a.end_ms >= dead_air_ms
+    ]
 
 
 SUPPORT_CALL = [
@@ -146,8 +162,11 @@ SUPPORT_CALL = [
     Line(AGENT, "sure, can you give me the order number please", gap_ms=250),
     Line(CALLER, "it is alpha bravo charlie", gap_ms=1500),
     # 3 s of dead air while the bot "thinks"; the answer has a 400 ms pause inside.
-    Line(AGENT, ("thank you, one moment", "your order shipped yesterday and arrives on monday"),
-         gap_ms=3000),
+    Line(
+        AGENT,
+        ("thank you, one moment", "your order shipped yesterday and arrives on monday"),
+        gap_ms=3000,
+    ),
     # The caller talks over the bot, which stops 350 ms later.
     Line(CALLER, "wait, actually I have a different question", barge_at_ms=2200, yield_ms=350),
     Line(AGENT, "of course, what would you like to know", gap_ms=200),

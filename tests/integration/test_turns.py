@@ -62,42 +62,64 @@ def doc_example(intro: str) -> str:
 
 
 async def test_turns_latency_barge_in_and_dead_air_of_a_scripted_call(
-    kafka: stack.KafkaServer, minio: stack.MinioServer, media_topic: str, tmp_path: Path,
-    transcriber: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    kafka: stack.KafkaServer,
+    minio: stack.MinioServer,
+    media_topic: str,
+    tmp_path: Path,
+    transcriber: WhisperTranscriber,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bucket = new_bucket(minio)
     store = s3_store(minio, bucket)
     recorder = recorder_settings(kafka, minio, media_topic, bucket, str(tmp_path / "spill"))
     await create_topics(kafka.bootstrap, recorder.kafka_recordings_topic, partitions=2)
-    analyzer = analyzer_settings(kafka, minio, recorder.kafka_recordings_topic, bucket,
-                                 analyzer_dead_air_ms=2000)
+    analyzer = analyzer_settings(
+        kafka, minio, recorder.kafka_recordings_topic, bucket, analyzer_dead_air_ms=2000
+    )
 
     tracks, truth = render(SUPPORT_CALL, noise_dbfs=NOISE_DBFS)
     support = simulator.SimulatedCall(
-        "support-1", {t: encode_pcm(tracks[t], L16_24K) for t in (CALLER, AGENT)}, "both")
+        "support-1", {t: encode_pcm(tracks[t], L16_24K) for t in (CALLER, AGENT)}, "both"
+    )
     greeting = speak("hello, this is the automated assistant, how can I help")
     length = 5000
     bot = place(length, RATE, [(800, greeting)]) + noise(length, RATE, NOISE_DBFS, 5)
     hiss = simulator.SimulatedCall(
-        "hiss-1", {CALLER: pcm(noise(length, RATE, NOISE_DBFS, 4)), AGENT: pcm(bot)}, "both")
+        "hiss-1", {CALLER: pcm(noise(length, RATE, NOISE_DBFS, 4)), AGENT: pcm(bot)}, "both"
+    )
 
-    async with (running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
-                running_recorder(recorder), running_analyzer(analyzer, transcriber)):
+    async with (
+        running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
+        running_recorder(recorder),
+        running_analyzer(analyzer, transcriber),
+    ):
         for call in (support, hiss):
-            report = await simulator.stream_call(stream_url(ingest, None), call,
-                                                 realtime=False, token=TOKEN)
+            report = await simulator.stream_call(
+                stream_url(ingest, None), call, realtime=False, token=TOKEN
+            )
             assert report.completed
         await wait_for_transcripts(store, 2)
 
     rows = sorted(table_rows(store, "turns", "support-1-0"), key=lambda r: r["turn"])
-    measured = [(r["speaker"], r["start_ms"], r["end_ms"], r["response_latency_ms"],
-                 r["barge_in"], r["yield_ms"]) for r in rows]
+    measured = [
+        (
+            r["speaker"],
+            r["start_ms"],
+            r["end_ms"],
+            r["response_latency_ms"],
+            r["barge_in"],
+            r["yield_ms"],
+        )
+        for r in rows
+    ]
     with capsys.disabled():
         print("\nscripted vs measured turns (speaker, start, end, latency, barge-in, yield):")
         for p, m in zip(truth, measured, strict=False):
-            print(f"  {p.speaker:8s} {p.start_ms:6d} {p.end_ms:6d} {p.latency_ms!s:>6} "
-                  f"{p.barge_in!s:5} {p.yield_ms!s:>5} | {m}")
+            print(
+                f"  {p.speaker:8s} {p.start_ms:6d} {p.end_ms:6d} {p.latency_ms!s:>6} "
+                f"{p.barge_in!s:5} {p.yield_ms!s:>5} | {m}"
+            )
     # One turn per scripted line (the line with a 400 ms pause inside is one turn), in order.
     speaker = {CALLER: "caller", AGENT: "agent"}
     assert [r["speaker"] for r in rows] == [speaker[p.speaker] for p in truth]
@@ -112,7 +134,8 @@ async def test_turns_latency_barge_in_and_dead_air_of_a_scripted_call(
             assert r["responds_to"] == r["turn"] - 1
     # Barge-ins exactly on the scripted set, with their yields.
     assert [r["turn"] for r in rows if r["barge_in"]] == [
-        i for i, p in enumerate(truth) if p.barge_in]
+        i for i, p in enumerate(truth) if p.barge_in
+    ]
     for p, r in zip(truth, rows, strict=True):
         if p.barge_in:
             assert p.yield_ms is not None and abs(r["yield_ms"] - p.yield_ms) <= TOLERANCE_MS
@@ -130,14 +153,22 @@ async def test_turns_latency_barge_in_and_dead_air_of_a_scripted_call(
 
     figures = {m["track"]: m for m in table_rows(store, "turn_metrics", "support-1-0")}
     for track, side in ((AGENT, "outbound"), (CALLER, "inbound")):
-        latencies = [p.latency_ms for p in truth
-                     if p.speaker == track and p.latency_ms is not None and not p.barge_in]
+        latencies = [
+            p.latency_ms
+            for p in truth
+            if p.speaker == track and p.latency_ms is not None and not p.barge_in
+        ]
         row = figures[side]
-        for column, expected in (("response_latency_p50_ms", nearest_rank(latencies, 50)),
-                                 ("response_latency_p90_ms", nearest_rank(latencies, 90)),
-                                 ("response_latency_max_ms", max(latencies))):
+        for column, expected in (
+            ("response_latency_p50_ms", nearest_rank(latencies, 50)),
+            ("response_latency_p90_ms", nearest_rank(latencies, 90)),
+            ("response_latency_max_ms", max(latencies)),
+        ):
             assert expected is not None and abs(row[column] - expected) <= TOLERANCE_MS, (
-                column, row, latencies)
+                column,
+                row,
+                latencies,
+            )
         assert row["barge_ins"] == sum(p.barge_in for p in truth if p.speaker == track)
         assert row["turns"] == sum(p.speaker == track for p in truth)
     agent_yields = [p.yield_ms for p in truth if p.barge_in and p.speaker == CALLER]
@@ -154,15 +185,19 @@ async def test_turns_latency_barge_in_and_dead_air_of_a_scripted_call(
     # -60 dBFS noise on the caller's line: no caller turn is invented; the bot's one turn.
     hiss_rows = table_rows(store, "turns", "hiss-1-0")
     assert [(r["speaker"], r["response_latency_ms"], r["barge_in"]) for r in hiss_rows] == [
-        ("agent", None, False)]
+        ("agent", None, False)
+    ]
     assert abs(hiss_rows[0]["start_ms"] - 800) <= TOLERANCE_MS
     hiss_figures = {m["track"]: m for m in table_rows(store, "turn_metrics", "hiss-1-0")}
     assert hiss_figures["inbound"]["turns"] == 0
 
     # The documented examples, through `callrec query` over the bucket.
-    for name, value in (("ARCHIVE_URI", f"s3://{bucket}"), ("S3_ENDPOINT_URL", minio.endpoint),
-                        ("S3_ACCESS_KEY_ID", minio.access_key),
-                        ("S3_SECRET_ACCESS_KEY", minio.secret_key)):
+    for name, value in (
+        ("ARCHIVE_URI", f"s3://{bucket}"),
+        ("S3_ENDPOINT_URL", minio.endpoint),
+        ("S3_ACCESS_KEY_ID", minio.access_key),
+        ("S3_SECRET_ACCESS_KEY", minio.secret_key),
+    ):
         monkeypatch.setenv(f"CALLREC_{name}", value)
 
     def query(sql: str) -> list[dict[str, Any]]:
@@ -185,7 +220,10 @@ async def test_turns_latency_barge_in_and_dead_air_of_a_scripted_call(
 
 
 async def test_marks_of_a_twoway_stream_land_on_the_manifest_timeline(
-    kafka: stack.KafkaServer, minio: stack.MinioServer, media_topic: str, tmp_path: Path,
+    kafka: stack.KafkaServer,
+    minio: stack.MinioServer,
+    media_topic: str,
+    tmp_path: Path,
 ) -> None:
     """A bot's twoway stream through ingest, Kafka and the recorder: its marks, with
     Wavix's event times, are placed on the recording's timeline by name."""
@@ -198,17 +236,19 @@ async def test_marks_of_a_twoway_stream_land_on_the_manifest_timeline(
     def at(ms: int) -> str:
         return iso_time(start_ns + ms * 1_000_000)
 
-    async with (running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
-                running_recorder(recorder)):
+    async with (
+        running_ingest(ingest_settings(kafka.bootstrap, media_topic)) as ingest,
+        running_recorder(recorder),
+    ):
         async with connect(stream_url(ingest)) as ws:
             await ws.send(wx.start("bot-1", "s-bot", "inbound", "twoway").decode())
             for i in range(1, 101):  # 2 s of audio
                 await ws.send(wx.media("bot-1", "s-bot", i, wx.frame(i)).decode())
                 if i == 40:
-                    await ws.send(wx.mark("bot-1", "s-bot", "greeting-played", 41,
-                                          at(800)).decode())
-            await ws.send(wx.mark("bot-1", "s-bot", "answer-1-played", 102,
-                                  at(1930)).decode())
+                    await ws.send(
+                        wx.mark("bot-1", "s-bot", "greeting-played", 41, at(800)).decode()
+                    )
+            await ws.send(wx.mark("bot-1", "s-bot", "answer-1-played", 102, at(1930)).decode())
             await ws.send(wx.stop("bot-1", "s-bot").decode())
         [key] = await wait_for_manifests(store, 1)
     manifest = load_manifest(store, key)

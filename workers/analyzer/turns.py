@@ -192,9 +192,12 @@ def _words(turns: Sequence[Turn], segments: Sequence[Segment]) -> dict[int, list
     out: dict[int, list[str]] = {t.index: [] for t in turns}
     if not turns:
         return out
+    starts = [t.start_ms for t in turns]  # one side's turns: sorted and disjoint
     for start, end, text in _units(segments):
         mid = (start + end) / 2
-        nearest = min(turns, key=lambda t: (max(t.start_ms - mid, 0, mid - t.end_ms), t.index))
+        k = bisect.bisect_right(starts, mid) - 1
+        near = [turns[i] for i in (k, k + 1) if 0 <= i < len(turns)]
+        nearest = min(near, key=lambda t: (max(t.start_ms - mid, 0, mid - t.end_ms), t.index))
         out[nearest.index].append(text)
     return out
 
