@@ -24,7 +24,7 @@ from compliance.verify import verify_archive, verify_recording
 from infra.store.local import LocalStore
 from schemas.audit import entry_key
 from schemas.layout import manifest_key, transcript_key, wav_key
-from schemas.tables import table_key
+from schemas.tables import TABLES, table_key
 from tests.complianceutil import archive_calls, flip_byte, run_cli, run_json
 
 DAY = "2025-11-24"
@@ -142,14 +142,14 @@ def test_erase_leaves_the_other_calls_and_a_tombstone_verify_accepts(
         ("call-c",),
     ]
     assert run(con, "SELECT recording_id, reason, objects FROM tombstones")[1] == [
-        (b, "GDPR request 7", 6)
+        (b, "GDPR request 7", 3 + len(TABLES))  # manifest, WAV, transcript, a file per table
     ]
     stone = report.erased[0]
     assert {o.key for o in stone.objects} == {
         wav_key(b),
         manifest_key(b),
         transcript_key(b),
-        *(table_key(t, DAY, b) for t in ("calls", "segments", "metrics")),
+        *(table_key(t, DAY, b) for t in TABLES),
     }
     verified = verify_archive(store)
     assert verified.ok and verified.erased == [b] and verified.recordings == 2
