@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ingest.settings import IngestSettings
     from workers.analyzer.settings import AnalyzerSettings
 
 log = logging.getLogger("callrec")
@@ -31,6 +32,22 @@ def configure_logging(level: str) -> None:
     )
     # aiokafka logs every failed reconnect at ERROR; our own lines say what matters.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    from infra.logsafe import install_token_redaction
+
+    install_token_redaction()  # stream URLs carry tokens; no log line may show one
+
+
+def _refused(command: str, settings: IngestSettings) -> bool:
+    """Print why ingest may not start this way (no token, not loopback), if it may not."""
+    from ingest.errors import AnonymousAccessRefused
+    from ingest.server import check_access
+
+    try:
+        check_access(settings)
+    except AnonymousAccessRefused as exc:
+        print(f"callrec {command}: {exc}", file=sys.stderr)
+        return True
+    return False
 
 
 def run_until_signalled(
@@ -54,6 +71,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
     settings = IngestSettings()
     configure_logging(settings.log_level)
+    if _refused("ingest", settings):
+        return 2
 
     async def main(stop: asyncio.Event) -> None:
         server = wiring.ingest_server(settings)
@@ -157,6 +176,8 @@ def _up(args: argparse.Namespace) -> int:
 
     settings = UpSettings()
     configure_logging(settings.log_level)
+    if _refused("up", settings):
+        return 2
 
     async def main(stop: asyncio.Event) -> None:
         embedded = EmbeddedPipeline(settings)

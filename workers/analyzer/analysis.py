@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infra.audio import decode_pcm
+from infra.logsafe import safe
 from infra.parquet import CONTENT_TYPE as PARQUET_TYPE
 from infra.parquet import rows_to_parquet
 from infra.store import ObjectStore, StoreError
@@ -156,7 +157,7 @@ def analyze_recording(
     wanted = fingerprint(transcriber, config)
     if not force and analysed_with(store, rec_id) == wanted:
         log.info("call_id=%s: %s already analysed with this model, skipped",
-                 event.call_id, rec_id)
+                 safe(event.call_id), safe(rec_id))
         return AnalysisResult(rec_id, skipped=True)
 
     manifest = load_manifest(store, prefix + MANIFEST_NAME, rec_id)
@@ -185,7 +186,8 @@ def analyze_recording(
         began = time.perf_counter()
         segments[track] = [snap_to_talk(s, talk[track]) for s in transcriber.transcribe(audio)]
         transcribe_seconds += time.perf_counter() - began
-        log.debug("call_id=%s %s: %d segments", event.call_id, track, len(segments[track]))
+        log.debug("call_id=%s %s: %d segments", safe(event.call_id), track,
+                  len(segments[track]))
 
     segment_rows = _segment_rows(manifest, tracks, segments, config)
     metric_rows = _metric_rows(manifest, tracks, channels, codec, talk, segments,
