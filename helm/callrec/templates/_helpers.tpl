@@ -113,6 +113,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if eq .component "ingest" }}
 {{- $_ := set $env "CALLREC_INGEST_PORT" $v.ingest.port }}
 {{- $_ := set $env "CALLREC_INGEST_DRAIN_GRACE_S" $v.ingest.drain.graceSeconds }}
+{{- $_ := set $env "CALLREC_INGEST_ALLOW_ANONYMOUS" (ternary "true" "false" (eq (toString $v.ingest.auth.allowAnonymous) "true")) }}
 {{- else }}
 {{- $_ := set $env "CALLREC_ARCHIVE_URI" $v.s3.archiveUri }}
 {{- $_ := set $env "CALLREC_S3_REGION" $v.s3.region }}
