@@ -86,6 +86,14 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, key: str) -> bytes: ...
 
+    def get_file(self, key: str, path: Path) -> int:
+        """Download ``key`` to the local file ``path`` in bounded memory (streamed);
+        returns its size. A missing key raises ``FileNotFoundError`` (local) or a
+        non-retriable ``StoreError`` (S3), like :meth:`get_bytes`."""
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``key`` (fewer past its end): seeking in audio."""
+
     def exists(self, key: str) -> bool: ...
 
     def list_keys(self, prefix: str) -> list[str]:

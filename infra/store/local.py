@@ -72,6 +72,21 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def get_file(self, key: str, path: Path) -> int:
+        size = 0
+        with self._path(key).open("rb") as src, path.open("wb") as dst:
+            while block := src.read(1024 * 1024):
+                dst.write(block)
+                size += len(block)
+        return size
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise ValueError(f"bad range [{start}, {end})")
+        with self._path(key).open("rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

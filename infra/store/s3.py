@@ -185,6 +185,37 @@ class S3Store:
         data: bytes = response["Body"].read()
         return data
 
+    def get_file(self, key: str, path: Path) -> int:
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        size = 0
+        try:
+            with path.open("wb") as out:
+                for block in response["Body"].iter_chunks(1024 * 1024):
+                    out.write(block)
+                    size += len(block)
+        except Exception as exc:  # the connection broke while reading the body (or disk full)
+            raise _translate(exc) from None
+        return size
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise ValueError(f"bad range [{start}, {end})")
+        if end == start:
+            return b""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key,
+                                              Range=f"bytes={start}-{end - 1}")
+            data: bytes = response["Body"].read()
+        except ClientError as exc:
+            if _error_code(exc) == "InvalidRange":  # starts at or past the end
+                return b""
+            raise _translate(exc) from None
+        except Exception as exc:
+            raise _translate(exc) from None
+        return data
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
