@@ -262,7 +262,8 @@ topologySpreadConstraints:
 {{- define "callrec.commonVolumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .ctx.Values.tmpSizeLimit }}
+    {{- /* The analyzer downloads the WAV it analyses to /tmp (read in windows, RAM flat). */}}
+    sizeLimit: {{ (and (eq (toString .component) "analyzer") .ctx.Values.analyzer.tmpSizeLimit) | default .ctx.Values.tmpSizeLimit }}
 {{- if .ctx.Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
