@@ -28,6 +28,7 @@ import asyncio
 import collections
 import hmac
 import http
+import ipaddress
 import logging
 import time
 import uuid
@@ -44,8 +45,10 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 from websockets.typing import BytesLike
 
+from infra.logsafe import install_token_redaction, safe
 from ingest import metrics
 from ingest.errors import (
+    AnonymousAccessRefused,
     CloseCode,
     IdleTimeout,
     IngestError,
@@ -215,7 +218,8 @@ class _OpenStream:
                 self.fail(TooManyInvalid(f"{session.invalid} invalid messages"))
             return
         except Exception:
-            log.exception("stream %s/%s failed", session.call_id, session.stream_id)
+            log.exception("call_id=%s stream %s failed", safe(session.call_id),
+                          safe(session.stream_id))
             self.fail(StreamRefused("internal error"))
             return
         if record is None:
@@ -275,9 +279,12 @@ class _OpenStream:
         self._settle()  # frames still waiting for room are not published
         if self.ws.protocol.close_sent is None:
             metrics.CLOSE_CODES.labels(str(int(failure.close_code))).inc()
-        asyncio.get_running_loop().create_task(
+        # The loop keeps only a weak reference to a task: hold it until it is done.
+        closing = asyncio.get_running_loop().create_task(
             self.ws.close(failure.close_code, failure.reason)
         )
+        self.server.closing.add(closing)
+        closing.add_done_callback(self.server.closing.discard)
 
 
 class IngestServer:
@@ -297,6 +304,10 @@ class IngestServer:
         self._publisher_started = False
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.closing: set[asyncio.Task[None]] = set()
+        """Closing handshakes started by :meth:`_OpenStream.fail`, until they end."""
+        # Stream URLs carry tokens; websockets logs request paths at DEBUG.
+        install_token_redaction()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -311,9 +322,12 @@ class IngestServer:
         return port
 
     async def start(self) -> None:
-        """Listen at once (probes answer); connect to Kafka in the background."""
-        if not self._tokens:
-            log.warning("CALLREC_INGEST_TOKENS is empty: streams are accepted without a token")
+        """Listen at once (probes answer); connect to Kafka in the background.
+
+        Raises :class:`AnonymousAccessRefused` when no token is configured, unless
+        anonymous access is asked for or only loopback is bound.
+        """
+        check_access(self.settings)
         self._server = await serve(
             self._handle,
             self.settings.ingest_host,
@@ -354,7 +368,7 @@ class IngestServer:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self.closing, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -482,17 +496,20 @@ class IngestServer:
         Connections are counted, not stream ids: a sender reusing a stream id on
         several sockets at once must not get around the limit.
         """
-        streams = self._streams_per_call.setdefault(start.call_id, {})
+        streams = self._streams_per_call.get(start.call_id, {})
         limit = (self.settings.ingest_max_oneway_streams_per_call
                  if start.stream_type == "oneway"
                  else self.settings.ingest_max_twoway_streams_per_call)
         same_type = sum(1 for t in streams.values() if t == start.stream_type)
         if same_type >= limit:
+            # Nothing is stored for a refused stream: refusals cost no memory.
             raise StreamLimitExceeded(
-                f"call_id={start.call_id} already has {same_type} {start.stream_type} "
+                f"call_id={safe(start.call_id)} already has {same_type} {start.stream_type} "
                 "streams on this pod"
             )
-        streams[start.connection_id] = start.stream_type
+        self._streams_per_call.setdefault(start.call_id, streams)[start.connection_id] = (
+            start.stream_type
+        )
 
     async def _offer_when_room(self, partition: int, key: bytes,
                                value: bytes) -> asyncio.Future[None]:
@@ -523,21 +540,51 @@ class IngestServer:
             await done
         except IngestError as exc:
             log.error("call_id=%s stream %s: close record lost: %s",
-                      session.call_id, session.stream_id, exc)
+                      safe(session.call_id), safe(session.stream_id), exc)
         streams = self._streams_per_call.get(session.start.call_id)
         if streams is not None:
             streams.pop(session.connection_id, None)
             if not streams:
                 del self._streams_per_call[session.start.call_id]
         log.info("call_id=%s stream %s closed: %s (%s), %d chunks, %d invalid",
-                 session.call_id, session.stream_id, reason, detail, session.chunks,
-                 session.invalid)
+                 safe(session.call_id), safe(session.stream_id), reason, safe(detail, 256),
+                 session.chunks, session.invalid)
 
 
 _EVENT_OF: dict[type, str] = {
     envelope.StreamStarted: "start",
     envelope.MarkReceived: "mark",
 }
+
+
+def check_access(settings: IngestSettings) -> None:
+    """Refuse (:class:`AnonymousAccessRefused`) to serve without a stream token unless
+    anonymous access is asked for, or only loopback is bound; warn when serving so."""
+    if settings.ingest_tokens:
+        return
+    host = settings.ingest_host
+    if settings.ingest_allow_anonymous:
+        log.warning("CALLREC_INGEST_TOKENS is empty and CALLREC_INGEST_ALLOW_ANONYMOUS is "
+                    "true: streams from anyone who reaches %s are recorded", host)
+    elif _loopback(host):
+        log.warning("CALLREC_INGEST_TOKENS is empty: streams are accepted without a token "
+                    "on %s (loopback only)", host)
+    else:
+        raise AnonymousAccessRefused(
+            f"CALLREC_INGEST_TOKENS is empty and ingest binds {host!r}: anyone could record "
+            "into the archive. Set CALLREC_INGEST_TOKENS, bind 127.0.0.1 "
+            "(CALLREC_INGEST_HOST), or set CALLREC_INGEST_ALLOW_ANONYMOUS=true"
+        )
+
+
+def _loopback(host: str) -> bool:
+    """True when ``host`` binds a loopback address only (nobody else can connect)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _text(status: http.HTTPStatus, body: str) -> Response:

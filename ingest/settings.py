@@ -21,7 +21,12 @@ class IngestSettings(KafkaSettings):
     """Port of ``/v1/stream``, ``/healthz``, ``/readyz`` and ``/metrics`` (0 = any free port)."""
     ingest_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     """Comma-separated stream tokens accepted in ``?token=`` or the path ``/v1/stream/<token>``.
-    Empty means no authentication (only for local use; logged as a warning)."""
+    Without any, ingest refuses to start unless ``CALLREC_INGEST_ALLOW_ANONYMOUS`` is true
+    or it binds a loopback address only (``CALLREC_INGEST_HOST=127.0.0.1``)."""
+    ingest_allow_anonymous: bool = False
+    """Accept streams without a token when ``CALLREC_INGEST_TOKENS`` is empty, on any
+    address (anyone who reaches the port can then record into the archive; logged as a
+    warning). Off: ingest without tokens starts only on a loopback address."""
     ingest_pod_name: str = Field(default_factory=socket.gethostname)
     """Name recorded as custody in every stream record (the Kubernetes pod name)."""
     ingest_codec: str = "L16/24000"

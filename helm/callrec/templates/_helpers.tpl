@@ -113,6 +113,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if eq .component "ingest" }}
 {{- $_ := set $env "CALLREC_INGEST_PORT" $v.ingest.port }}
 {{- $_ := set $env "CALLREC_INGEST_DRAIN_GRACE_S" $v.ingest.drain.graceSeconds }}
+{{- $_ := set $env "CALLREC_INGEST_ALLOW_ANONYMOUS" (ternary "true" "false" (eq (toString $v.ingest.auth.allowAnonymous) "true")) }}
 {{- else }}
 {{- $_ := set $env "CALLREC_ARCHIVE_URI" $v.s3.archiveUri }}
 {{- $_ := set $env "CALLREC_S3_REGION" $v.s3.region }}
@@ -261,7 +262,8 @@ topologySpreadConstraints:
 {{- define "callrec.commonVolumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .ctx.Values.tmpSizeLimit }}
+    {{- /* The analyzer downloads the WAV it analyses to /tmp (read in windows, RAM flat). */}}
+    sizeLimit: {{ (and (eq (toString .component) "analyzer") .ctx.Values.analyzer.tmpSizeLimit) | default .ctx.Values.tmpSizeLimit }}
 {{- if .ctx.Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
