@@ -14,10 +14,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from websockets.asyncio.client import connect
 
 from callrec import simulator
 from deploy.local import stack
-from schemas import envelope
+from schemas import envelope, wavix
+from tests.integration import wavixclient as wx
 from tests.integration.conftest import create_topics
 from tests.integration.ingestutil import TOKEN, ingest_settings, running_ingest, stream_url
 from tests.integration.kafkautil import Consumed, chunks, closes, read_until
@@ -111,3 +113,36 @@ async def test_coalesced_and_per_frame_records_archive_the_same_wav(
     _, channels = wav_channels(wav_100)
     if faults == simulator.Faults():
         assert channels == [call.tracks["inbound"], call.tracks["outbound"]]
+
+
+async def test_a_mark_and_the_close_follow_the_frames_read_before_them(
+    kafka: stack.KafkaServer, media_topic: str
+) -> None:
+    # A window far longer than the call: only the mark, stop and the stream's end flush.
+    settings = ingest_settings(kafka.bootstrap, media_topic, ingest_coalesce_ms=1000)
+    async with running_ingest(settings) as ingest:
+        async with connect(stream_url(ingest)) as ws:
+            await ws.send(wx.start("call-mark", "s1", "inbound", stream_type="twoway").decode())
+            for i in (1, 2, 3):
+                await ws.send(wx.media("call-mark", "s1", i, wx.frame(i)).decode())
+            await ws.send(
+                wavix.encode(
+                    wavix.Mark(call_id="call-mark", stream_id="s1", mark=wavix.MarkBody(name="m1"))
+                ).decode()
+            )
+            for i in (4, 5, 6):
+                await ws.send(wx.media("call-mark", "s1", i, wx.frame(i)).decode())
+            await ws.send(wx.stop("call-mark", "s1").decode())
+        records = await read_until(kafka.bootstrap, media_topic, lambda r: bool(closes(r)))
+
+    log: list[object] = []
+    for c in sorted(records, key=lambda c: c.offset):
+        match c.record:
+            case envelope.MediaBatch(frames=frames):
+                log += [f.chunk for f in frames]
+            case envelope.MarkReceived(name=name):
+                log.append(name)
+            case other:
+                log.append(type(other).__name__)
+    assert log == ["StreamStarted", 1, 2, 3, "m1", 4, 5, 6, "StreamClosed"]
+    assert closes(records)[0].chunks == 6
