@@ -188,6 +188,8 @@ class _OpenStream:
 
     def _hold(self) -> None:
         self.flush()  # no more frames come in while paused: waiting would only add latency
+        if self.failure is not None:
+            return  # the flush found the stream failed (its Kafka batch given up): closing
         self.held_since = time.perf_counter()
         self.settled.clear()
         self.ws.transport.pause_reading()
