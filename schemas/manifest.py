@@ -20,6 +20,9 @@ from the wall clock; JSON keys are sorted, lists have a defined order, the
 indentation is fixed and the document ends with one newline. Field names and
 meanings are the contract of ``version`` 1; adding a field keeps the version,
 renaming or changing one takes a new version (readers check ``version``).
+Fields added within version 1 are optional: ``timeline`` is absent from
+manifests written before it and from recordings without marks (so their
+bytes are what they were), and reads back as ``msgspec.UNSET`` (falsy).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import cast
 import msgspec
 
 from schemas import envelope
-from schemas.custody import StreamCustody, TrackCounts, iso_time, parse_iso_ns
+from schemas.custody import StreamCustody, TimelineEntry, TrackCounts, iso_time, parse_iso_ns
 from schemas.layout import manifest_key, wav_key
 from schemas.wavix import Track
 
@@ -76,6 +79,9 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """Per track."""
     objects: list[ObjectEntry]
     """Every other object of the recording (WAV, Parquet rows), sorted by key."""
+    timeline: list[TimelineEntry] | msgspec.UnsetType = msgspec.UNSET
+    """Events placed in the recording's time, by ``at_ms`` (then stream, time received):
+    the marks of twoway streams. Absent when there are none (added within version 1)."""
 
     @property
     def date(self) -> str:

@@ -1,12 +1,14 @@
 """The analytics tables callrec writes (Parquet), their schemas and S3 layout.
 
-Three tables, each partitioned Hive-style by the UTC date of the recording start::
+Five tables, each partitioned Hive-style by the UTC date of the recording start::
 
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet
 
-- ``calls``    one row per recording (the recorder)
-- ``segments`` one row per transcript segment (the analyzer)
-- ``metrics``  one row per recording and track, plus one for the whole call (the analyzer)
+- ``calls``        one row per recording (the recorder)
+- ``segments``     one row per transcript segment (the analyzer)
+- ``metrics``      one row per recording and track, plus one for the whole call (the analyzer)
+- ``turns``        one row per conversational turn (the analyzer)
+- ``turn_metrics`` turn-taking figures per recording and track, plus the call's (the analyzer)
 
 One file per recording and table, at a key derived from the recording alone:
 a replay after a crash overwrites the same key with the same bytes instead of
@@ -136,6 +138,59 @@ METRICS = _schema(
 """``metrics``: conversation and audio metrics per track and per call (the analyzer)."""
 
 
+TURNS = _schema(
+    "turns",
+    *_KEYS,
+    _field("turn", pa.int32(), "Index of the turn in the recording, by start, from 0."),
+    _field("track", pa.string(), "inbound or outbound: the channel that speaks."),
+    _field("speaker", pa.string(), "Speaker label of the track (caller/agent)."),
+    _field("start_ms", pa.int64(), "Turn start from the recording start."),
+    _field("end_ms", pa.int64(), "Turn end from the recording start."),
+    _field("duration_ms", pa.int64(), "end_ms - start_ms."),
+    _field("responds_to", pa.int32(),
+           "turn of the other side's turn this one answers or barged in on; null if none.",
+           nullable=True),
+    _field("response_latency_ms", pa.int64(),
+           "start_ms minus the end of the turn it answers; negative for a barge-in.",
+           nullable=True),
+    _field("barge_in", pa.bool_(), "The turn began while the other side's turn was going on."),
+    _field("yield_ms", pa.int64(),
+           "For a barge-in: how long the other side kept talking after it began.",
+           nullable=True),
+    _field("words", pa.int32(), "Transcript words attached to the turn."),
+    _field("text", pa.string(), "Transcript text of the turn (may be empty)."),
+)
+"""``turns``: one row per turn of each side (docs/analytics.md, turn-taking)."""
+
+TURN_METRICS = _schema(
+    "turn_metrics",
+    *_KEYS,
+    _field("track", pa.string(), "inbound, outbound, or call (every side together)."),
+    _field("speaker", pa.string(), "Speaker label of the track; null on the call row.",
+           nullable=True),
+    _field("turns", pa.int32(), "Turns of the side."),
+    _field("first_turn_ms", pa.int64(), "Start of the side's first turn from the recording "
+           "start; null without turns.", nullable=True),
+    _field("responses", pa.int32(), "Turns that answer the other side without barging in."),
+    _field("response_latency_p50_ms", pa.int64(), "Median response latency (nearest rank).",
+           nullable=True),
+    _field("response_latency_p90_ms", pa.int64(), "90th percentile response latency.",
+           nullable=True),
+    _field("response_latency_max_ms", pa.int64(), "Slowest response.", nullable=True),
+    _field("barge_ins", pa.int32(), "Turns of the side that began while the other spoke."),
+    _field("barged_into", pa.int32(), "Barge-ins of the other side on this side's turns."),
+    _field("yield_p50_ms", pa.int64(), "Median time this side kept talking once barged into.",
+           nullable=True),
+    _field("yield_max_ms", pa.int64(), "Longest time this side kept talking once barged into.",
+           nullable=True),
+    _field("dead_air_count", pa.int32(), "Silences of nobody's turn of at least the dead-air "
+           "length (call row; null per track).", nullable=True),
+    _field("dead_air_ms", pa.int64(), "Their total length (call row).", nullable=True),
+    _field("dead_air_longest_ms", pa.int64(), "The longest (call row).", nullable=True),
+)
+"""``turn_metrics``: turn-taking figures per track and per call (the analyzer)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Table:
     """One analytics table."""
@@ -150,6 +205,9 @@ TABLES: dict[str, Table] = {
     "calls": Table("calls", CALLS, "One row per recording."),
     "segments": Table("segments", SEGMENTS, "One row per transcript segment."),
     "metrics": Table("metrics", METRICS, "One row per recording and track, and per call."),
+    "turns": Table("turns", TURNS, "One row per conversational turn."),
+    "turn_metrics": Table("turn_metrics", TURN_METRICS,
+                          "Turn-taking figures per recording and track, and per call."),
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from schemas.custody import iso_time
 from schemas.manifest import Manifest, ObjectEntry, start_ns
 from workers.recorder.reassembly import RecordingResult
@@ -39,6 +41,7 @@ def build_manifest(
         streams=list(result.streams),
         counts={t.track: t.counts for t in result.tracks},
         objects=sorted(objects, key=lambda o: o.key),
+        timeline=list(result.timeline) if result.timeline else msgspec.UNSET,
     )
 
 
