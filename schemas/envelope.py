@@ -6,20 +6,26 @@ Layout of a record value (documented in docs/formats.md)::
     0       2     magic  b"CR"
     2       1     version (1 today)
     3       1     kind: 1 media chunk, 2 stream started, 3 stream closed,
-                        4 mark, 5 recording finished
+                        4 mark, 5 recording finished, 9 media batch
+                        (6 to 8 are reserved for the control plane's records)
     4       ...   body: a MessagePack map of the kind's fields (names below)
 
-Topic ``callrec.media`` carries kinds 1 to 4 keyed by ``call_id``; topic
+Topic ``callrec.media`` carries kinds 1 to 4 and 9 keyed by ``call_id``; topic
 ``callrec.recordings`` carries kind 5. The body is a map, not an array, so a
 later writer may add fields within a version and older readers ignore them;
 removing or changing the meaning of a field takes a new version, and every
 version this code ever wrote stays decodable (tests/unit/test_envelope.py holds
 fixed byte samples of each).
+
+A new kind is additive (version 1 stays): a reader that predates it refuses its
+records as an unknown kind, and every record it knows still decodes. Kind 9
+(``MediaBatch``) carries consecutive frames of one stream that ingest coalesced
+(``CALLREC_INGEST_COALESCE_MS``); with coalescing off ingest writes kind 1 only.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -54,6 +60,54 @@ class MediaChunk(msgspec.Struct, frozen=True, kw_only=True):
     """The sender's ``sequence_number``, when given."""
 
 
+class MediaFrame(msgspec.Struct, frozen=True, kw_only=True):
+    """One audio chunk inside a ``MediaBatch``: what ``MediaChunk`` holds per chunk."""
+
+    track: Track
+    """``inbound`` or ``outbound`` (a ``both`` stream interleaves them in one batch)."""
+    chunk: int
+    """The sender's chunk number: order key within (stream, track)."""
+    timestamp_ms: int
+    """Milliseconds from stream start, as sent; places the chunk in time."""
+    payload: bytes
+    received_ns: int
+    """Unix time in ns when the ingest pod read the frame (custody)."""
+    seq: int | None = None
+    """The sender's ``sequence_number``, when given."""
+
+
+class MediaBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Kind 9: consecutive audio chunks of one stream, in the order ingest read them.
+
+    The same chunks as that many ``MediaChunk`` records (docs/formats.md), the fields
+    they share written once: one Kafka record per coalescing window instead of one
+    per 20 ms frame.
+    """
+
+    call_id: str
+    stream_id: str
+    codec: str
+    """Codec id of every frame's ``payload`` (``L16/24000``...)."""
+    frames: Annotated[list[MediaFrame], msgspec.Meta(min_length=1)]
+    """At least one; in arrival order (``received_ns`` never decreases)."""
+
+    @property
+    def received_ns(self) -> int:
+        """When ingest read the batch's last frame: the record's time, as for other kinds."""
+        return self.frames[-1].received_ns
+
+    def chunks(self) -> list[MediaChunk]:
+        """The batch as the ``MediaChunk`` records it stands for (tests, tools)."""
+        return [
+            MediaChunk(
+                call_id=self.call_id, stream_id=self.stream_id, track=f.track, chunk=f.chunk,
+                timestamp_ms=f.timestamp_ms, codec=self.codec, payload=f.payload,
+                received_ns=f.received_ns, seq=f.seq,
+            )
+            for f in self.frames
+        ]
+
+
 class StreamStarted(msgspec.Struct, frozen=True, kw_only=True):
     """Kind 2: a Wavix ``start`` was accepted on some ingest pod."""
 
@@ -83,7 +137,8 @@ class StreamClosed(msgspec.Struct, frozen=True, kw_only=True):
     connection_id: str
     received_ns: int
     chunks: int
-    """Media chunks this connection published (all of them precede this record)."""
+    """Media chunks this connection published (all of them precede this record); a
+    ``MediaBatch`` counts as its frames."""
     invalid: int
     """Messages this connection skipped as invalid."""
 
@@ -121,7 +176,9 @@ class RecordingFinished(msgspec.Struct, frozen=True, kw_only=True):
     wav_sha256: str
 
 
-Record = MediaChunk | StreamStarted | StreamClosed | MarkReceived | RecordingFinished
+Record = (
+    MediaChunk | StreamStarted | StreamClosed | MarkReceived | RecordingFinished | MediaBatch
+)
 
 _KINDS: dict[type, int] = {
     MediaChunk: 1,
@@ -129,6 +186,7 @@ _KINDS: dict[type, int] = {
     StreamClosed: 3,
     MarkReceived: 4,
     RecordingFinished: 5,
+    MediaBatch: 9,
 }
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[int, msgspec.msgpack.Decoder] = {
