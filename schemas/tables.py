@@ -1,12 +1,14 @@
 """The analytics tables callrec writes (Parquet), their schemas and S3 layout.
 
-Three tables, each partitioned Hive-style by the UTC date of the recording start::
+Four tables, each partitioned Hive-style by the UTC date of the recording start::
 
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet
 
 - ``calls``    one row per recording (the recorder)
 - ``segments`` one row per transcript segment (the analyzer)
 - ``metrics``  one row per recording and track, plus one for the whole call (the analyzer)
+- ``control``  one row per call the control plane saw, recorded or not, with the reason
+  (the controller; the file is named for the call, ``<call id>-0``, date = first event)
 
 One file per recording and table, at a key derived from the recording alone:
 a replay after a crash overwrites the same key with the same bytes instead of
@@ -92,6 +94,19 @@ CALLS = _schema(
     _field("overlaps", pa.int64(), "Chunks whose time range collided with another's."),
     _field("streams", pa.int32(), "Wavix streams the recording was assembled from."),
     _field("ingest_pods", pa.list_(pa.string()), "Ingest pods that held its connections."),
+    *(_CALL_INFO := (
+        _field("from_number", pa.string(), "Caller (Wavix from); null without the control plane.",
+               nullable=True),
+        _field("to_number", pa.string(), "Called number (Wavix to).", nullable=True),
+        _field("direction", pa.string(), "inbound or outbound.", nullable=True),
+        _field("tag", pa.string(), "The call's Wavix tag.", nullable=True),
+        _field("answered_time", TIMESTAMP, "When the call was answered.", nullable=True),
+        _field("completed_time", TIMESTAMP, "When the call ended (if known when archived).",
+               nullable=True),
+        _field("disposition", pa.string(), "How the call ended, as Wavix says.", nullable=True),
+    )),
+    _field("paused_ms", pa.int64(), "Time paused on request (silence, not transcribed).",
+           nullable=True),
 )
 """``calls``: one row per recording, written by the recorder with the WAV and manifest."""
 
@@ -136,6 +151,27 @@ METRICS = _schema(
 """``metrics``: conversation and audio metrics per track and per call (the analyzer)."""
 
 
+CONTROL = _schema(
+    "control",
+    _field("call_id", pa.string(), "Wavix call id."),
+    _field("recorded", pa.bool_(), "A stream was started for the call (see the calls table)."),
+    _field("reason", pa.string(),
+           "Why the call is not recorded (no_rule_matched, not_answered, stream_start_failed:\n"
+           "..., stream_start_unknown); null when recorded.", nullable=True),
+    _field("rule", pa.string(), "Name of the recording rule that matched.", nullable=True),
+    _field("channel", pa.string(), "Stream channel asked for (inbound, outbound, both).",
+           nullable=True),
+    _field("stream_id", pa.string(), "The last Wavix stream started for the call.",
+           nullable=True),
+    _field("stream_starts", pa.int32(), "Stream start requests made (1 + resumes)."),
+    _field("pauses", pa.int32(), "Pauses asked for."),
+    _field("first_event_time", TIMESTAMP, "When control accepted the call's first event."),
+    _field("last_event", pa.string(), "The last Wavix event type seen.", nullable=True),
+    *_CALL_INFO,
+)
+"""``control``: one row per call the control plane saw, recorded or not (the controller)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Table:
     """One analytics table."""
@@ -150,6 +186,7 @@ TABLES: dict[str, Table] = {
     "calls": Table("calls", CALLS, "One row per recording."),
     "segments": Table("segments", SEGMENTS, "One row per transcript segment."),
     "metrics": Table("metrics", METRICS, "One row per recording and track, and per call."),
+    "control": Table("control", CONTROL, "One row per call the control plane saw."),
 }
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar, assert_never
 
 from schemas import envelope
+from schemas.codecs import CODECS as _KNOWN_CODECS
 from schemas.codecs import DEFAULT_CODEC, Codec, codec_by_id
 from schemas.custody import CloseEntry, StreamCustody, TrackCounts, iso_time, parse_iso_ns
 from schemas.errors import UnknownCodecError
@@ -245,6 +246,7 @@ class _Stream:
         self.spools: dict[Track, ChunkSpool] = {}
         self.first_ns: int | None = None
         self.last_ns: int | None = None
+        self.end_ms = 0  # the end of its latest audio, in the stream's own time
         self.chunks = 0  # media records received, whatever became of them
         self.rejected = 0  # media records with an unknown codec, or not their spool's
         self.marks = 0
@@ -284,6 +286,7 @@ class RecordingAssembler:
         self._streams: dict[str, _Stream] = {}
         self._result: RecordingResult | None = None
         self._failed = False
+        self._spans: dict[str, tuple[int, int]] = {}
 
     @property
     def buffered_bytes(self) -> int:
@@ -306,8 +309,9 @@ class RecordingAssembler:
                 self.add_close(record)
             case envelope.MarkReceived():
                 self.add_mark(record)
-            case envelope.RecordingFinished():
-                raise ReassemblyError("RecordingFinished is an output of the recorder")
+            case (envelope.RecordingFinished() | envelope.CallEventReceived()
+                  | envelope.CallLifecycle() | envelope.ControlState()):
+                raise ReassemblyError(f"{type(record).__name__} carries no audio")
             case _:
                 assert_never(record)
 
@@ -331,6 +335,10 @@ class RecordingAssembler:
         st.first_ns = ns if st.first_ns is None else min(st.first_ns, ns)
         st.last_ns = ns if st.last_ns is None else max(st.last_ns, ns)
         spool = st.spools.get(record.track)
+        if spool is not None or record.codec in _KNOWN_CODECS:
+            codec_of = spool.codec if spool is not None else codec_by_id(record.codec)
+            end = record.timestamp_ms + _ms(codec_of, len(record.payload))
+            st.end_ms = max(st.end_ms, end)
         if spool is None:
             try:
                 codec = codec_by_id(record.codec)
@@ -366,6 +374,8 @@ class RecordingAssembler:
         self._failed = True  # until it succeeds: spools are consumed as tracks are built
         streams = list(self._streams.values())
         clock, start_ns, offsets = _align(streams)
+        self._spans = {st.stream_id: (offsets[st.stream_id], offsets[st.stream_id] + st.end_ms)
+                       for st in streams}
         order = sorted(streams, key=lambda s: (not s.starts, offsets[s.stream_id], s.stream_id))
         rank = {st.stream_id: i for i, st in enumerate(order)}
         codec = _recording_codec(order)
@@ -414,6 +424,11 @@ class RecordingAssembler:
         )
         self._failed = False
         return self._result
+
+    def stream_spans(self) -> dict[str, tuple[int, int]]:
+        """After :meth:`finalize`: stream id -> (start, end) of its audio in the recording (ms),
+        from which paused intervals are derived."""
+        return dict(self._spans)
 
     def discard(self) -> None:
         """Delete every local file of this recording (spools and track files)."""
