@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.errors import CallEventError, InvalidCallEventError, MalformedCallEventError
+from schemas.errors import InvalidCallEventError, MalformedCallEventError
 
 EVENT_TYPES: frozenset[str] = frozenset({
     "call_setup", "incoming_call", "ringing", "early_media", "answered", "completed",

@@ -13,11 +13,11 @@ Layout of a record value (documented in docs/formats.md)::
 Topic ``callrec.media`` carries kinds 1 to 4 and 7 keyed by ``call_id``; topic
 ``callrec.recordings`` carries kind 5; ``callrec.calls`` kind 6 and the compacted
 ``callrec.control`` kind 8, both keyed by ``call_id`` (docs/control.md). A reader that
-predates a kind skips its records as undecodable (new kinds keep version 1). The body is a map, not an array, so a
-later writer may add fields within a version and older readers ignore them;
-removing or changing the meaning of a field takes a new version, and every
-version this code ever wrote stays decodable (tests/unit/test_envelope.py holds
-fixed byte samples of each).
+predates a kind skips its records as undecodable (new kinds keep version 1).
+The body is a map, not an array, so a later writer may add fields within a version
+and older readers ignore them; removing or changing the meaning of a field takes a
+new version, and every version this code ever wrote stays decodable
+(tests/unit/test_envelope.py holds fixed byte samples of each).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Literal
 
 import msgspec
 
-from schemas.errors import EnvelopeError, UnsupportedVersionError
 from schemas.callevents import CallEvent
+from schemas.errors import EnvelopeError, UnsupportedVersionError
 from schemas.wavix import Channel, StreamType, Track
 
 MAGIC = b"CR"

@@ -35,8 +35,8 @@ from schemas.layout import MANIFEST_NAME, WAV_NAME, recording_prefix
 from schemas.manifest import (
     CallInfo,
     Manifest,
-    PauseEntry,
     ObjectEntry,
+    PauseEntry,
     decode_manifest,
     manifest_bytes,
     recording_event,
