@@ -58,6 +58,8 @@ RUN if [ "$WITH_CUDA" = "true" ]; then \
 # The packages of [tool.setuptools.packages.find] (tests/deploy checks this list).
 COPY README.md ./
 COPY callrec ./callrec
+COPY compliance ./compliance
+COPY infra ./infra
 COPY ingest ./ingest
 COPY schemas ./schemas
 COPY workers ./workers

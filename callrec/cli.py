@@ -17,20 +17,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from callrec.logs import configure_logging
+
 if TYPE_CHECKING:
     from workers.analyzer.settings import AnalyzerSettings
 
 log = logging.getLogger("callrec")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiokafka logs every failed reconnect at ERROR; our own lines say what matters.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def run_until_signalled(

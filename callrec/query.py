@@ -1,4 +1,4 @@
-"""``callrec query "SQL"``: DuckDB over the ``calls``, ``segments`` and ``metrics`` tables.
+"""``callrec query "SQL"``: DuckDB over the archive's tables and its audit trail.
 
 The archive is a local directory (embedded mode, or a copy of the bucket) or
 ``s3://bucket/prefix`` (S3, MinIO). Each table is a view over
@@ -14,6 +14,9 @@ The archive is a local directory (embedded mode, or a copy of the bucket) or
   so ``callrec query`` works offline and in air-gapped clusters alike. The
   dataset's schema is the table's current schema (``schemas.tables``): columns
   added later read as null from older files.
+
+The ``audit`` view is the audit trail (``audit/<seq>.json``, one entry per
+object, see compliance/audit.py), read entry by entry.
 
 The ``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive
 root joined with the row's ``recording_key`` / ``manifest_key``, so the links
@@ -32,13 +35,15 @@ import decimal
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from callrec.errors import CommandError
+from schemas.audit import AUDIT_PREFIX, audit_table
 from schemas.tables import PARTITION_COLUMN, TABLES
 
 if TYPE_CHECKING:
@@ -50,7 +55,7 @@ OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[OutputFormat, ...] = ("table", "csv", "json")
 
 
-class QueryError(Exception):
+class QueryError(CommandError):
     """The SQL failed, or the archive could not be opened; the message says which."""
 
 
@@ -83,6 +88,9 @@ def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb
             raise QueryError(f"archive directory {path} does not exist")
         _attach_local(con, path.resolve())
         root = str(path.resolve())
+        audit_dir = path / AUDIT_PREFIX
+        _register_audit(con, (p.read_bytes() for p in sorted(audit_dir.glob("*.json"))
+                              if not p.name.startswith(".")))
     else:
         raise QueryError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
     _add_uris(con, root)
@@ -134,7 +142,21 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
     if not bucket:
         raise QueryError("s3:// URI without a bucket")
     s3 = s3_filesystem(settings)
-    base = f"{bucket}/{prefix}/tables" if prefix else f"{bucket}/tables"
+    top = f"{bucket}/{prefix}" if prefix else bucket
+    base = f"{top}/tables"
+    try:
+        infos = s3.get_file_info(fs.FileSelector(f"{top}/{AUDIT_PREFIX}", allow_not_found=True))
+    except OSError as exc:
+        raise QueryError(f"cannot list s3://{top}/{AUDIT_PREFIX}: {exc}") from None
+    entries = sorted(i.path for i in infos
+                     if i.type == fs.FileType.File and i.path.endswith(".json"))
+
+    def read(path: str) -> bytes:
+        with s3.open_input_stream(path) as stream:
+            data: bytes = stream.read()
+        return data
+
+    _register_audit(con, map(read, entries))
     for name in TABLES:
         schema = _full_schema(name)
         try:
@@ -161,6 +183,11 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
         )
         con.register(f"{name}_arrow", dataset)
         con.execute(f"CREATE VIEW {name}_files AS SELECT * FROM {name}_arrow")
+
+
+def _register_audit(con: duckdb.DuckDBPyConnection, entries: Iterable[bytes]) -> None:
+    con.register("audit_arrow", audit_table(entries))
+    con.execute("CREATE VIEW audit AS SELECT * FROM audit_arrow")
 
 
 def _add_uris(con: duckdb.DuckDBPyConnection, root: str) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from callrec import wiring
+from callrec.errors import CommandError
 from infra.bus.local import LocalBus
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
@@ -46,7 +47,7 @@ class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings):
     set) the archive: WAV, manifests, transcripts and the Parquet tables."""
 
 
-class DataDirInUseError(Exception):
+class DataDirInUseError(CommandError):
     """Another ``callrec up`` already runs on this data directory."""
 
 

@@ -1,6 +1,6 @@
 """Deployment tools that the tests and operators need: Helm, built from source.
 
-Like deploy/local/stack.py, this module is standard-library only and installs
+Like deploy/local/install.py, this module is standard-library only and installs
 into the cache ``$CALLREC_CACHE_DIR`` (default ``~/.cache/callrec``), idempotently
 and atomically, serialised by a file lock::
 
@@ -10,7 +10,7 @@ and atomically, serialised by a file lock::
 Helm comes from the Go module proxy (``go install helm.sh/helm/v3/cmd/helm@…``):
 this machine, developers' machines and CI reach package registries only, never
 GitHub release downloads. Go's module and build caches live under
-``<cache>/go`` (shared with the MinIO build of deploy/local/stack.py).
+``<cache>/go`` (shared with the MinIO build of deploy/local/install.py).
 
 Kubernetes version: every ``helm template``/``helm lint`` call passes
 ``--kube-version KUBE_VERSION`` (Helm would otherwise assume its own compiled-in
@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy.local import stack
-from deploy.local.stack import cache_dir, install_lock
+from deploy.local import install as local_install
+from deploy.local.install import cache_dir, install_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ def helm_installed() -> bool:
 
 
 def go_env() -> dict[str, str]:
-    """stack.py's Go environment (caches under the cache dir), without cgo: Helm's CLI
-    needs none, and a static binary runs in any container as well."""
-    env = stack.go_env()
+    """deploy/local/install.py's Go environment (caches under the cache dir), without
+    cgo: Helm's CLI needs none, and a static binary runs in any container as well."""
+    env = local_install.go_env()
     env.setdefault("CGO_ENABLED", "0")
     return env
 

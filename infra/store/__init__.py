@@ -13,7 +13,11 @@ from urllib.parse import urlsplit
 
 from infra.store.base import (
     BucketMissingError,
+    ObjectExistsError,
+    ObjectLock,
+    ObjectLockedError,
     ObjectLockNotEnabledError,
+    ObjectNotFoundError,
     ObjectStore,
     Retention,
     StoreAccessError,
@@ -27,7 +31,11 @@ from infra.store.s3 import S3Store
 __all__ = [
     "BucketMissingError",
     "LocalStore",
+    "ObjectExistsError",
+    "ObjectLock",
     "ObjectLockNotEnabledError",
+    "ObjectLockedError",
+    "ObjectNotFoundError",
     "ObjectStore",
     "Retention",
     "S3Store",

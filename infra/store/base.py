@@ -12,12 +12,17 @@ Errors::
     ├── StoreUnavailable            retriable: network error, timeout, 5xx, throttling
     ├── BucketMissingError          the bucket does not exist (start-up check)
     ├── StoreAccessError            credentials refused for the bucket
-    └── ObjectLockNotEnabledError   retention asked for, bucket without Object Lock
+    ├── ObjectLockNotEnabledError   retention asked for, bucket without Object Lock
+    ├── ObjectNotFoundError         a read, range or lock query of a key that is not there
+    ├── ObjectExistsError           a create-only write found the key taken
+    └── ObjectLockedError           a delete refused: legal hold or unexpired retention
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -48,6 +53,18 @@ class ObjectLockNotEnabledError(StoreError):
     pass
 
 
+class ObjectNotFoundError(StoreError):
+    """The key does not exist."""
+
+
+class ObjectExistsError(StoreError):
+    """A create-only write found the key taken (another writer was first)."""
+
+
+class ObjectLockedError(StoreError):
+    """The object is under a legal hold or an unexpired retention: it cannot be deleted."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """An object as written: what the manifest lists."""
@@ -71,6 +88,21 @@ class Retention:
     legal_hold: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectLock:
+    """The WORM state of one stored object, as the store reports it now."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] | None
+    """Retention mode; None = no retention."""
+    retain_until: dt.datetime | None
+    """End of the retention (UTC); None = no retention."""
+    legal_hold: bool
+
+    def blocks_delete(self, now: dt.datetime) -> bool:
+        """Whether a delete at ``now`` is refused (hold, or retention not yet over)."""
+        return self.legal_hold or (self.retain_until is not None and now < self.retain_until)
+
+
 class ObjectStore(Protocol):
     """The archive: put, get, list, and say where an object lives."""
 
@@ -84,9 +116,32 @@ class ObjectStore(Protocol):
 
     def put_file(self, key: str, path: Path, sha256: str, content_type: str) -> StoredObject: ...
 
+    def put_new(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        """Create ``key`` only if no object has it, atomically (S3 ``If-None-Match: *``);
+        :class:`ObjectExistsError` when one does. Appends to a log need no lock."""
+
     def get_bytes(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
 
     def list_keys(self, prefix: str) -> list[str]:
         """Keys under ``prefix``, sorted."""
+
+    def size(self, key: str) -> int:
+        """Bytes of the object; :class:`ObjectNotFoundError` when missing."""
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the object (fewer at its end); reads only those."""
+
+    def iter_bytes(self, key: str, block: int = 1024 * 1024) -> Iterator[bytes]:
+        """The object's bytes in blocks of at most ``block``: memory bounded by the block."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object for good (every version on S3); a missing key is no error.
+        :class:`ObjectLockedError` when a legal hold or an unexpired retention forbids it."""
+
+    def lock_state(self, key: str) -> ObjectLock:
+        """The object's retention and legal hold now."""
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Put or lift a legal hold on the object (S3 Object Lock; a marker file locally)."""

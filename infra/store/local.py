@@ -5,11 +5,23 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from infra.durable import fsync_dir, make_dirs
-from infra.store.base import StoreAccessError, StoredObject, StoreError
+from infra.store.base import (
+    ObjectExistsError,
+    ObjectLock,
+    ObjectLockedError,
+    ObjectNotFoundError,
+    StoreAccessError,
+    StoredObject,
+    StoreError,
+)
+
+HOLD_SUFFIX = ".hold"
+"""A legal hold on ``dir/name`` is the marker file ``dir/.name.hold`` (hidden, never a key)."""
 
 
 class LocalStore:
@@ -20,7 +32,12 @@ class LocalStore:
     so the manifest written last is on disk only after everything it lists.
 
     A temp file (``.<name>.<random>``) is left behind only by a crash in the middle
-    of a write; names starting with ``.`` are never listed as keys."""
+    of a write; names starting with ``.`` are never listed as keys.
+
+    A directory has no Object Lock: a legal hold is a marker file beside the object
+    (``.<name>.hold``, written durably) that :meth:`delete` honours, so every delete
+    path (retention, erasure) refuses a held object as S3 does. Retention is not
+    enforced on a directory: the compliance tools apply the configured policy."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -43,6 +60,25 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
         self._atomic_write(key, lambda f: f.write(data))
+        return StoredObject(key, hashlib.sha256(data).hexdigest(), len(data), content_type)
+
+    def put_new(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        target = self._path(key)
+        make_dirs(target.parent)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            # link() fails if the name exists: create-only, and the content is whole
+            # before the name appears.
+            os.link(tmp, target)
+        except FileExistsError:
+            raise ObjectExistsError(f"{key!r} exists") from None
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        fsync_dir(target.parent)
         return StoredObject(key, hashlib.sha256(data).hexdigest(), len(data), content_type)
 
     def put_file(self, key: str, path: Path, sha256: str, content_type: str) -> StoredObject:
@@ -84,3 +120,50 @@ class LocalStore:
             and not p.name.startswith(".")
             and str(p.relative_to(base)).startswith(prefix)
         )
+
+    def _existing(self, key: str) -> Path:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"no object {key!r}")
+        return path
+
+    def size(self, key: str) -> int:
+        return self._existing(key).stat().st_size
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise StoreError(f"bad range [{start}, {end}) of {key!r}")
+        with self._existing(key).open("rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
+    def iter_bytes(self, key: str, block: int = 1024 * 1024) -> Iterator[bytes]:
+        with self._existing(key).open("rb") as f:
+            while data := f.read(block):
+                yield data
+
+    def _hold_marker(self, path: Path) -> Path:
+        return path.with_name(f".{path.name}{HOLD_SUFFIX}")
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if self._hold_marker(path).exists():
+            raise ObjectLockedError(f"{key!r} is under a legal hold")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(path.parent)
+
+    def lock_state(self, key: str) -> ObjectLock:
+        path = self._existing(key)
+        return ObjectLock(mode=None, retain_until=None,
+                          legal_hold=self._hold_marker(path).exists())
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        marker = self._hold_marker(self._existing(key))
+        if on:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+        fsync_dir(marker.parent)

@@ -6,13 +6,18 @@ import base64
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from infra.store.base import (
     BucketMissingError,
+    ObjectExistsError,
+    ObjectLock,
+    ObjectLockedError,
     ObjectLockNotEnabledError,
+    ObjectNotFoundError,
     Retention,
     StoreAccessError,
     StoredObject,
@@ -143,6 +148,24 @@ class S3Store:
         )
         return StoredObject(key, digest.hexdigest(), len(data), content_type)
 
+    def put_new(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        digest = hashlib.sha256(data)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
+                IfNoneMatch="*",
+                **self._write_args(),
+            )
+        except Exception as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ObjectExistsError(f"{key!r} exists") from None
+            raise _translate(exc) from None
+        return StoredObject(key, digest.hexdigest(), len(data), content_type)
+
     def put_file(self, key: str, path: Path, sha256: str, content_type: str) -> StoredObject:
         size = path.stat().st_size
         if size <= MULTIPART_THRESHOLD:
@@ -208,6 +231,95 @@ class S3Store:
             raise _translate(exc) from None
         return sorted(keys)
 
+    def _head(self, key: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = dict(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key))
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFoundError(f"no object {key!r}") from None
+            raise _translate(exc) from None
+        except Exception as exc:
+            raise _translate(exc) from None
+        return head
+
+    def size(self, key: str) -> int:
+        return int(self._head(key)["ContentLength"])
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise StoreError(f"bad range [{start}, {end}) of {key!r}")
+        if end == start:
+            return b""
+        response = self._get(key, Range=f"bytes={start}-{end - 1}")
+        data: bytes = response["Body"].read()
+        return data
+
+    def iter_bytes(self, key: str, block: int = 1024 * 1024) -> Iterator[bytes]:
+        body = self._get(key)["Body"]
+        try:
+            while True:
+                try:
+                    data = body.read(block)
+                except Exception as exc:
+                    raise _translate(exc) from None
+                if not data:
+                    return
+                yield data
+        finally:
+            body.close()
+
+    def _get(self, key: str, **args: Any) -> dict[str, Any]:
+        try:
+            response = dict(self.client.get_object(
+                Bucket=self.bucket, Key=self.prefix + key, **args))
+        except Exception as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFoundError(f"no object {key!r}") from None
+            if _error_code(exc) == "InvalidRange":
+                return {"Body": _Empty()}
+            raise _translate(exc) from None
+        return response
+
+    def delete(self, key: str) -> None:
+        """Every version of the key, so the bytes are gone, not hidden behind a delete
+        marker (a bucket with Object Lock is versioned)."""
+        full = self.prefix + key
+        versions: list[dict[str, Any]] = []
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if item["Key"] == full:
+                        versions.append({"Key": full, "VersionId": item["VersionId"]})
+        except Exception as exc:
+            raise _translate(exc) from None
+        for version in versions:
+            try:
+                self.client.delete_object(Bucket=self.bucket, **version)
+            except Exception as exc:
+                if _error_code(exc) in ("AccessDenied", "403", "ObjectLocked",
+                                        "InvalidRequest"):
+                    raise ObjectLockedError(
+                        f"{key!r} is under a legal hold or retention: {exc}") from None
+                raise _translate(exc) from None
+
+    def lock_state(self, key: str) -> ObjectLock:
+        head = self._head(key)
+        until = head.get("ObjectLockRetainUntilDate")
+        return ObjectLock(
+            mode=head.get("ObjectLockMode"),
+            retain_until=until.astimezone(dt.UTC) if until is not None else None,
+            legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        self._head(key)  # ObjectNotFoundError rather than S3's generic answer
+        self._call(self.client.put_object_legal_hold, Bucket=self.bucket,
+                   Key=self.prefix + key, LegalHold={"Status": "ON" if on else "OFF"})
+
     @staticmethod
     def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -238,3 +350,13 @@ def _translate(exc: Exception) -> StoreError:
     if isinstance(exc, BotoCoreError | OSError):
         return StoreUnavailable(f"S3 unreachable: {exc}")
     return StoreError(repr(exc))
+
+
+class _Empty:
+    """The body of a range past the object's end: no bytes."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        return None

@@ -257,7 +257,7 @@ async def test_both_backends_write_the_same_bytes_checksums_and_rows(
                                   call_id_prefix="parity")
     wavix_time = time.time() - 3600  # the same Wavix event times on both runs
     stream_ids = SeededStreamIds()
-    monkeypatch.setattr(simulator, "uuid", stream_ids)
+    monkeypatch.setattr(simulator.plan, "uuid", stream_ids)
     sent: list[list[object]] = []
 
     async def send(url: str) -> None:

@@ -132,7 +132,7 @@ def test_the_log_is_plain_files_in_the_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "media" / "groups" / "recorder.json").read_text() == '{"offset": 1}'
 
 
-# -- the Publisher and Consumer protocol members (callrec/bus/__init__.py) ----------------
+# -- the Publisher and Consumer protocol members (infra/bus/__init__.py) ----------------
 
 
 async def test_the_publisher_always_has_room_and_acknowledges_on_append(tmp_path: Path) -> None:

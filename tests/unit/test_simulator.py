@@ -32,8 +32,8 @@ from callrec.simulator import (
     Faults,
     SimulatedCall,
     StreamRejected,
-    _steps,
     build_calls,
+    connection_steps,
     run_calls,
     stream_call,
     with_token,
@@ -448,7 +448,7 @@ def test_every_chunk_is_sent_or_dropped(
 ) -> None:
     drop, duplicate, reorder, malformed = probabilities
     faults = Faults(drop=drop, duplicate=duplicate, reorder=reorder, malformed=malformed)
-    steps = list(_steps(counts, faults, random.Random(seed)))
+    steps = list(connection_steps(counts, faults, random.Random(seed)))
     assert [s.kind for s in steps[:2]] == ["connected", "start"]
     assert steps[-1].kind == "stop"
     assert [s.tick for s in steps] == sorted(s.tick for s in steps), "never sent early"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.store import StoreError
+from infra.store import ObjectExistsError, ObjectLockedError, ObjectNotFoundError, StoreError
 from infra.store.local import LocalStore
 
 
@@ -146,3 +146,45 @@ def test_an_object_and_its_new_directories_are_flushed_before_put_returns(
         ("fsync", str(folder)),  # the name
     ]
     assert store.get_bytes("recordings/r1/manifest.json") == b"{}"
+
+
+def test_ranges_blocks_sizes_and_missing_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    data = bytes(range(256)) * 9000
+    store.put_bytes("recordings/r-0/audio.wav", data, "audio/wav")
+
+    assert store.size("recordings/r-0/audio.wav") == len(data)
+    assert store.get_range("recordings/r-0/audio.wav", 300, 310) == data[300:310]
+    assert store.get_range("recordings/r-0/audio.wav", len(data) - 2, len(data) + 9) == data[-2:]
+    blocks = list(store.iter_bytes("recordings/r-0/audio.wav", block=100_000))
+    assert b"".join(blocks) == data and max(map(len, blocks)) == 100_000
+    with pytest.raises(ObjectNotFoundError):
+        store.size("recordings/nope-0/audio.wav")
+    with pytest.raises(StoreError):
+        store.get_range("recordings/r-0/audio.wav", 10, 5)
+
+
+def test_a_hold_marker_refuses_deletes_and_is_never_a_key(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_bytes("recordings/h-0/audio.wav", b"audio", "audio/wav")
+    store.set_legal_hold("recordings/h-0/audio.wav", True)
+
+    assert store.lock_state("recordings/h-0/audio.wav").legal_hold
+    assert store.list_keys("recordings/") == ["recordings/h-0/audio.wav"]
+    with pytest.raises(ObjectLockedError):
+        store.delete("recordings/h-0/audio.wav")
+    assert store.get_bytes("recordings/h-0/audio.wav") == b"audio"
+
+    store.set_legal_hold("recordings/h-0/audio.wav", False)
+    store.delete("recordings/h-0/audio.wav")
+    assert not store.exists("recordings/h-0/audio.wav")
+    store.delete("recordings/h-0/audio.wav")  # already gone: no error
+
+
+def test_a_create_only_write_never_replaces_an_object(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_new("audit/000000000000.json", b"first", "application/json")
+    with pytest.raises(ObjectExistsError):
+        store.put_new("audit/000000000000.json", b"second", "application/json")
+    assert store.get_bytes("audit/000000000000.json") == b"first"
+    assert store.list_keys("audit/") == ["audit/000000000000.json"], "no temp file left"
