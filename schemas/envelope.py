@@ -170,7 +170,8 @@ class CallLifecycle(msgspec.Struct, frozen=True, kw_only=True):
     """``paused``: the Wavix stream being stopped."""
 
 
-ControlPhase = Literal["starting", "started", "failed", "skipped", "paused", "completed"]
+ControlPhase = Literal["seen", "starting", "started", "failed", "skipped", "paused",
+                       "completed"]
 
 
 class ControlState(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,6 +184,9 @@ class ControlState(msgspec.Struct, frozen=True, kw_only=True):
     call_id: str
     phase: ControlPhase
     updated_ns: int
+    offset: int = -1
+    """Offset in ``callrec.calls`` of the last event applied: a replayed event at or
+    before it is not applied again."""
     epoch: int = 0
     """Stream start attempts made (intents written) for the call."""
     stream_id: str | None = None
