@@ -75,7 +75,7 @@ class ControlApi:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-        ])
+        ], exception_handlers={404: _on_not_found, 405: _on_not_found})
         if not self._secret:
             log.warning("CALLREC_CONTROL_WEBHOOK_SECRET is unset: the webhook answers 404")
 
@@ -191,6 +191,11 @@ class ControlApi:
     async def metrics(self, request: Request) -> Response:
         return Response(prometheus_client.generate_latest(),
                         media_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
+async def _on_not_found(request: Request, exc: Exception) -> Response:
+    # Unknown paths and methods look the same as a wrong secret: nothing revealed.
+    return _not_found()
 
 
 def _not_found() -> Response:

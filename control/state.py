@@ -43,10 +43,8 @@ def kafka_loader(client_options: dict[str, object], topic: str) -> StateLoader:
         await consumer.start()
         states: dict[str, envelope.ControlState] = {}
         try:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
+            await consumer.topics()  # fetches the cluster metadata
+            partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             if not tps:
                 return states
