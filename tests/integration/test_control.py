@@ -263,3 +263,53 @@ async def test_envelope_lifecycle_records_reach_the_media_topic(
         finally:
             await consumer.stop()
         assert events == ["answered", "completed"]
+
+
+async def test_pause_and_resume_make_one_recording_silent_in_the_pause(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path
+) -> None:
+    from tests.integration.controlutil import API_TOKEN
+
+    async with running_stack(kafka, minio, tmp_path) as st:
+        c = call(1, from_number="+4420", prefix="card", ms=4000)
+        place = asyncio.create_task(st.emulator.place_calls([c]))
+        live_calls = st.emulator.calls
+        await wait_until(lambda: "card-01" in live_calls and any(
+            s.frames_sent >= 30 for s in live_calls["card-01"].streams.values()), 30)
+        api = f"http://127.0.0.1:{st.api_port}/v1/calls/card-01"
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        async with httpx.AsyncClient() as client:
+            denied = await client.post(api + "/pause")
+            assert denied.status_code == 401
+            paused = await client.post(api + "/pause", headers=auth)
+            assert paused.status_code == 202
+            [first] = live_calls["card-01"].streams.values()
+            assert first.task is not None
+            await first.task  # Wavix stopped the stream on DELETE
+            await asyncio.sleep(0.5)  # the card number is read out: not recorded
+            resumed = await client.post(api + "/resume", headers=auth)
+            assert resumed.status_code == 202
+        await place
+        [key] = await wait_for_manifests(st.store, 1)
+        manifest = load_manifest(st.store, key)
+        first_s, second_s = live_calls["card-01"].streams.values()
+        assert first_s.first_frame is not None and second_s.first_frame is not None
+        assert len(manifest.streams) == 2
+        f0, f1, f2 = first_s.first_frame, first_s.first_frame + first_s.frames_sent, \
+            second_s.first_frame
+        assert f2 > f1
+        [pause] = manifest.pauses
+        assert (pause.start_ms, pause.end_ms) == ((f1 - f0) * 20, (f2 - f0) * 20)
+        _, channels = wav_channels(st.store.get_bytes(f"recordings/{manifest.recording_id}/"
+                                                      "audio.wav"))
+        frame = 960
+        for track, wav in zip(("inbound", "outbound"), channels, strict=True):
+            source = c.tracks[track]
+            expected = (source[f0 * frame:f1 * frame] + bytes((f2 - f1) * frame)
+                        + source[f2 * frame:])
+            assert wav == expected
+        row = calls_rows(st.settings)["card-01"]
+        assert row["paused_ms"] == (f2 - f1) * 20
+        await wait_until(lambda: "card-01" in control_rows(st.settings), 30)
+        control = control_rows(st.settings)["card-01"]
+        assert (control["pauses"], control["stream_starts"], control["recorded"]) == (1, 2, True)

@@ -175,6 +175,7 @@ def analyze_recording(
     duration_ms = frames * 1000 // rate
     tracks = sorted(manifest.tracks, key=lambda t: manifest.channels.get(t, 0))
 
+    pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses]
     talk: dict[str, list[Interval]] = {}
     segments: dict[str, list[Segment]] = {}
     transcribe_seconds = 0.0
@@ -183,7 +184,8 @@ def analyze_recording(
         talk[track] = callmetrics.detect_talk(samples, rate, config.talk)
         audio = to_model_input(samples, rate)
         began = time.perf_counter()
-        segments[track] = [snap_to_talk(s, talk[track]) for s in transcriber.transcribe(audio)]
+        segments[track] = outside_pauses(
+            [snap_to_talk(s, talk[track]) for s in transcriber.transcribe(audio)], pauses)
         transcribe_seconds += time.perf_counter() - began
         log.debug("call_id=%s %s: %d segments", event.call_id, track, len(segments[track]))
 
@@ -209,6 +211,34 @@ def analyze_recording(
         audio_seconds=duration_ms / 1000 * len(tracks),
         transcribe_seconds=transcribe_seconds,
     )
+
+
+def outside_pauses(segments: list[Segment], pauses: list[tuple[int, int]]) -> list[Segment]:
+    """The transcript without anything inside a paused interval (card payments).
+
+    Paused audio is silence in the WAV, but Whisper may still hallucinate there, and a
+    segment may straddle a pause: words inside a pause are dropped (the segment keeps
+    its other words and their span); a segment without word times that touches a pause
+    is dropped whole. Nothing of a pause is ever in ``segments`` or the transcript.
+    """
+    if not pauses:
+        return segments
+
+    def inside(start: int, end: int) -> bool:
+        return any(start < p_end and p_start < end for p_start, p_end in pauses)
+
+    kept: list[Segment] = []
+    for seg in segments:
+        if not inside(seg.start_ms, seg.end_ms):
+            kept.append(seg)
+            continue
+        words = tuple(w for w in seg.words if not inside(w.start_ms, w.end_ms))
+        if not words:
+            continue
+        kept.append(dataclasses.replace(
+            seg, words=words, start_ms=words[0].start_ms, end_ms=words[-1].end_ms,
+            text=" ".join(w.text.strip() for w in words).strip()))
+    return kept
 
 
 def snap_to_talk(segment: Segment, talk: list[Interval]) -> Segment:

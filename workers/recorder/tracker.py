@@ -20,8 +20,8 @@ after a crash takes the same decisions and writes the same bytes:
 
 Call lifecycle records of the control plane (``CallLifecycle``, docs/control.md) refine
 this: ``answered`` opens the recording with the call's metadata before its first stream;
-``paused`` keeps it open however long its streams stay closed (the pause is silence);
-``resumed`` lets the next stream join it; ``completed`` ends it as soon as its streams
+``paused`` keeps it open however long its streams stay closed (the pause is silence),
+until the next stream (started on ``resume``) joins it; ``completed`` ends it as soon as its streams
 are closed, without the grace period (or after ``COMPLETED_WAIT_S`` when a stream's
 close never comes). A recording that never got a stream is dropped, not archived.
 
@@ -196,10 +196,8 @@ class RecordingTracker:
             rec.paused, rec.paused_seen = True, now
             rec.pauses.append(record)
         elif record.event == "resumed":
-            # The next stream joins as if the last one had closed now.
-            rec.paused = False
-            if rec.all_closed:
-                rec.closed_at_ns, rec.closed_seen = record.received_ns, now
+            # Stays paused (open) until the resumed stream starts and joins it.
+            rec.paused_seen = now
         elif record.event == "completed":
             rec.completed, rec.completed_seen, rec.paused = record, now, False
         else:
@@ -221,6 +219,7 @@ class RecordingTracker:
         )
         if rec is None or not joins:
             rec = self._new(start.call_id, partition, offset)
+        rec.paused = False
         rec.known_streams.add(start.stream_id)
         rec.closed_at_ns = rec.closed_seen = None
         return rec
