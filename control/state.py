@@ -9,10 +9,11 @@ a new owner reads the topic to its end before it handles any event (docs/control
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from infra.bus.local import LocalBus
 from schemas import envelope
@@ -39,16 +40,16 @@ def kafka_loader(client_options: dict[str, object], topic: str) -> StateLoader:
     """Read every partition of ``topic`` from its start to its current end."""
 
     async def load() -> dict[str, envelope.ControlState]:
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options)
+        # No group: subscribing assigns every partition of the topic, read from its start.
+        consumer = AIOKafkaConsumer(topic, enable_auto_commit=False, group_id=None,
+                                    auto_offset_reset="earliest", **client_options)
         await consumer.start()
         states: dict[str, envelope.ControlState] = {}
         try:
-            await consumer.topics()  # fetches the cluster metadata
-            partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            if not tps:
-                return states
-            consumer.assign(tps)
+            async with asyncio.timeout(30):
+                while not consumer.assignment():
+                    await consumer.getmany(timeout_ms=100)
+            tps = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             todo = {tp for tp in tps if ends[tp] > 0}

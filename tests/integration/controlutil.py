@@ -153,3 +153,40 @@ async def wait_until(predicate: Any, timeout: float = 60, what: str = "condition
             if result:
                 return
             await asyncio.sleep(0.2)
+
+
+def settings_env(settings: ControlSettings, **overrides: str) -> dict[str, str]:
+    """The ``CALLREC_*`` environment that reproduces ``settings`` in another process."""
+    import os
+
+    from pydantic import SecretStr
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"CALLREC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
+            else str(value)
+    env.update(overrides)
+    return env
+
+
+async def start_controller_process(settings: ControlSettings,
+                                   log_path: Path) -> asyncio.subprocess.Process:
+    """``callrec control`` as a controller only, in its own process; returns once running.
+    Its log goes to ``log_path``."""
+    import sys
+
+    with open(log_path, "ab") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrec.cli", "control",
+            env=settings_env(settings, CALLREC_CONTROL_ROLE="controller"),
+            stdout=asyncio.subprocess.PIPE, stderr=log_file,
+        )
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        line = await proc.stdout.readline()
+    assert b"controller running" in line, line
+    return proc

@@ -313,3 +313,46 @@ async def test_pause_and_resume_make_one_recording_silent_in_the_pause(
         await wait_until(lambda: "card-01" in control_rows(st.settings), 30)
         control = control_rows(st.settings)["card-01"]
         assert (control["pauses"], control["stream_starts"], control["recorded"]) == (1, 2, True)
+
+
+async def test_replayed_webhooks_and_a_controller_killed_mid_run_never_start_a_second_stream(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path
+) -> None:
+    import signal
+
+    from tests.integration.controlutil import start_controller_process
+
+    async with running_stack(kafka, minio, tmp_path, control_role="api",
+                             control_session_timeout_ms=6000) as st:
+        first = await start_controller_process(st.settings, tmp_path / "first.log")
+        second = await start_controller_process(st.settings, tmp_path / "second.log")
+        try:
+            calls = [call(n, from_number="+4420", prefix="kill", ms=12_000) for n in range(1, 9)]
+            place = asyncio.create_task(st.emulator.place_calls(calls, spacing_s=0.3))
+            await wait_until(lambda: len(st.emulator.rest.start_requests) >= 3, 60)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            await st.emulator.replay_webhooks(times=2)  # while calls are live, too
+            await place
+            await st.emulator.replay_webhooks(times=2)
+            await _drained(st)
+            await wait_until(lambda: len(control_rows(st.settings)) == len(calls), 60)
+            rows = control_rows(st.settings)
+            requests: dict[str, int] = {}
+            for call_id, _ in st.emulator.rest.start_requests:
+                requests[call_id] = requests.get(call_id, 0) + 1
+            assert all(n == 1 for n in requests.values()), requests
+            await wait_until(lambda: len(manifests_by_call(st.store)) == sum(
+                st.emulator.rest.starts.values()), 60)
+            manifests = manifests_by_call(st.store)
+            for c in calls:
+                started = st.emulator.rest.starts[c.call_id]
+                assert started <= 1
+                assert len(manifests.get(c.call_id, [])) == started
+                if not started:  # the killed controller's POST never reached Wavix
+                    assert rows[c.call_id]["reason"] in ("stream_start_unknown",), rows
+        finally:
+            for proc in (first, second):
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                    await proc.wait()
