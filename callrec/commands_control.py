@@ -57,8 +57,7 @@ async def running_control(
                     await api.producer.start()
                     break
                 except KafkaError as exc:
-                    log.warning("Kafka not reachable yet at %s: %r", settings.kafka_bootstrap,
-                                exc)
+                    log.warning("Kafka not reachable yet at %s: %r", settings.kafka_bootstrap, exc)
                     await asyncio.sleep(1)
             api.producer_started = True
             if api.forwarder is not None:
@@ -93,7 +92,8 @@ async def running_control(
 
 
 def _control(args: argparse.Namespace) -> int:
-    from callrec.cli import run_until_signalled
+    import signal
+
     from callrec.logs import configure_logging
     from control.settings import ControlSettings
 
@@ -109,7 +109,14 @@ def _control(args: argparse.Namespace) -> int:
             await stop.wait()
             log.info("SIGTERM: stopping")
 
-    run_until_signalled(main)
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
     return 0
 
 
@@ -127,8 +134,9 @@ def _pause_or_resume(args: argparse.Namespace) -> int:
         print(f"callrec {args.command}: {args.url} unreachable: {exc}", file=sys.stderr)
         return 1
     if resp.status_code != 202:
-        print(f"callrec {args.command}: HTTP {resp.status_code}: {resp.text.strip()}",
-              file=sys.stderr)
+        print(
+            f"callrec {args.command}: HTTP {resp.status_code}: {resp.text.strip()}", file=sys.stderr
+        )
         return 1
     print(f"{args.command} of call {args.call_id} accepted")
     return 0
@@ -137,12 +145,17 @@ def _pause_or_resume(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("control", help="run the control plane (Wavix call events -> streams)")
     p.set_defaults(func=_control)
-    for name, what in (("pause", "pause the recording of a call (card payments)"),
-                       ("resume", "resume the recording of a paused call")):
-        p = sub.add_parser(name, help=what,
-                           description=f"{what}. The token comes from ${API_TOKEN_ENV}.")
+    for name, what in (
+        ("pause", "pause the recording of a call (card payments)"),
+        ("resume", "resume the recording of a paused call"),
+    ):
+        p = sub.add_parser(
+            name, help=what, description=f"{what}. The token comes from ${API_TOKEN_ENV}."
+        )
         p.add_argument("call_id", help="Wavix call id")
-        p.add_argument("--url", default=os.environ.get(API_URL_ENV, "http://127.0.0.1:8090"),
-                       help=f"control API base URL (default ${API_URL_ENV} or "
-                            "http://127.0.0.1:8090)")
+        p.add_argument(
+            "--url",
+            default=os.environ.get(API_URL_ENV, "http://127.0.0.1:8090"),
+            help=f"control API base URL (default ${API_URL_ENV} or http://127.0.0.1:8090)",
+        )
         p.set_defaults(func=_pause_or_resume, command=name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callrec.up import UpSettings
+from control.settings import ControlSettings
 from infra.settings import ArchiveSettings, ServiceSettings
 from ingest.settings import IngestSettings
 from workers.analyzer.settings import AnalyzerSettings
@@ -21,6 +22,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "recorder": RecorderSettings,
     "analyzer": AnalyzerSettings,
     "up": UpSettings,
+    "control": ControlSettings,
 }
 """Each service (``callrec <name>``) and its settings class."""
 
@@ -39,6 +41,11 @@ _WRITES = "they apply to writing objects; a query only reads"
 
 IGNORED: dict[str, dict[str, str]] = {
     "ingest": {"kafka_recordings_topic": "ingest publishes to the media topic only"},
+    "control": {
+        "kafka_recordings_topic": "control reads call events and writes call lifecycle only",
+        **dict.fromkeys(("s3_object_lock_mode", "s3_object_lock_days", "s3_legal_hold"),
+                        "the control table holds no audio; recordings carry the retention"),
+    },
     "analyzer": {"kafka_media_topic": "the analyzer consumes the recordings topic only"},
     "up": {
         **dict.fromkeys(
@@ -91,6 +98,11 @@ TOOL_VARIABLES: tuple[ToolVariable, ...] = (
     ToolVariable(
         "CALLREC_SIMULATE_TOKEN", "(unset)", "simulate",
         "Stream token `callrec simulate` sends as `?token=` when `--token` is not given.",
+    ),
+    ToolVariable(
+        "CALLREC_CONTROL_URL", "`http://127.0.0.1:8090`", "pause, resume",
+        "Base URL of the control API that `callrec pause` and `callrec resume` call (with "
+        "the bearer token `CALLREC_CONTROL_API_TOKEN`).",
     ),
     ToolVariable(
         "CALLREC_IMAGE", "`callrec:dev`", "deploy/compose",

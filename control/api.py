@@ -69,13 +69,16 @@ class ControlApi:
         self.forwarder = forwarder
         self.producer_started = False
         self.draining = False
-        self.app = Starlette(routes=[
-            Route("/v1/wavix/events/{secret}", self.webhook, methods=["POST"]),
-            Route("/v1/calls/{call_id}/{action}", self.call_action, methods=["POST"]),
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
-        ], exception_handlers={404: _on_not_found, 405: _on_not_found})
+        self.app = Starlette(
+            routes=[
+                Route("/v1/wavix/events/{secret}", self.webhook, methods=["POST"]),
+                Route("/v1/calls/{call_id}/{action}", self.call_action, methods=["POST"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+            ],
+            exception_handlers={404: _on_not_found, 405: _on_not_found},
+        )
         if not self._secret:
             log.warning("CALLREC_CONTROL_WEBHOOK_SECRET is unset: the webhook answers 404")
 
@@ -106,8 +109,7 @@ class ControlApi:
             return PlainTextResponse(f"not a call event: {exc.reason}\n", status_code=400)
         if not event.known:
             metrics.WEBHOOK_EVENTS.labels("unknown_type").inc()
-            log.info("call_id=%r: unknown event type %r, ignored", event.call_id,
-                     event.event_type)
+            log.info("call_id=%r: unknown event type %r, ignored", event.call_id, event.event_type)
             self._forward(body)
             return PlainTextResponse("ignored: unknown event type\n")
         if not await self._publish(event, "wavix"):
@@ -132,14 +134,15 @@ class ControlApi:
         return b"".join(chunks)
 
     async def _publish(self, event: CallEvent, source: envelope.CallEventSource) -> bool:
-        record = envelope.CallEventReceived(event=event, received_ns=time.time_ns(),
-                                            source=source)
+        record = envelope.CallEventReceived(event=event, received_ns=time.time_ns(), source=source)
         try:
-            await self.producer.send_and_wait(self.calls_topic, envelope.encode(record),
-                                              key=event.call_id.encode())
+            await self.producer.send_and_wait(
+                self.calls_topic, envelope.encode(record), key=event.call_id.encode()
+            )
         except Exception as exc:  # aiokafka raises KafkaError subclasses and timeouts
-            log.error("call_id=%r: event %s not accepted, Kafka: %r", event.call_id,
-                      event.event_type, exc)
+            log.error(
+                "call_id=%r: event %s not accepted, Kafka: %r", event.call_id, event.event_type, exc
+            )
             return False
         return True
 
@@ -155,19 +158,22 @@ class ControlApi:
             return _not_found()
         if not self._authorized(request):
             metrics.PAUSES.labels(action, "unauthorized").inc()
-            return JSONResponse({"success": False, "error": "unauthorized"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"success": False, "error": "unauthorized"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         call_id = request.path_params["call_id"]
         if not 0 < len(call_id) <= callevents.MAX_ID:
             return JSONResponse({"success": False, "error": "bad call id"}, status_code=400)
         event = CallEvent(call_id=call_id, event_type=action)
         if not await self._publish(event, "api"):
-            return JSONResponse({"success": False, "error": "try again later"},
-                                status_code=503)
+            return JSONResponse({"success": False, "error": "try again later"}, status_code=503)
         metrics.PAUSES.labels(action, "accepted").inc()
         log.info("call_id=%r: %s requested", call_id, action)
-        return JSONResponse({"success": True, "call_id": call_id, "action": action},
-                            status_code=202)
+        return JSONResponse(
+            {"success": True, "call_id": call_id, "action": action}, status_code=202
+        )
 
     def _authorized(self, request: Request) -> bool:
         if self._token is None:
@@ -189,8 +195,9 @@ class ControlApi:
         return PlainTextResponse(f"not ready: {why}\n", status_code=503)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(prometheus_client.generate_latest(),
-                        media_type=prometheus_client.CONTENT_TYPE_LATEST)
+        return Response(
+            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
 
 
 async def _on_not_found(request: Request, exc: Exception) -> Response:

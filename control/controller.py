@@ -159,8 +159,11 @@ class Controller:
         # Another controller may have handled these calls until now: its state is in the
         # compacted topic, read to its end before any of their events is handled.
         self.states = await self.load_states()
-        log.info("partitions %s assigned; state of %d calls loaded",
-                 sorted(tp.partition for tp in assigned), len(self.states))
+        log.info(
+            "partitions %s assigned; state of %d calls loaded",
+            sorted(tp.partition for tp in assigned),
+            len(self.states),
+        )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in revoked}
@@ -181,8 +184,13 @@ class Controller:
         try:
             record = envelope.decode(value or b"")
         except EnvelopeError as exc:
-            log.error("%s[%d]@%d: skipping undecodable record: %s", self.calls_topic,
-                      partition, offset, exc)
+            log.error(
+                "%s[%d]@%d: skipping undecodable record: %s",
+                self.calls_topic,
+                partition,
+                offset,
+                exc,
+            )
             return
         if not isinstance(record, envelope.CallEventReceived):
             return
@@ -194,9 +202,13 @@ class Controller:
         )
         self._tails[call_id] = task
 
-    async def _handle_after(self, before: asyncio.Task[None] | None,
-                            record: envelope.CallEventReceived, partition: int,
-                            offset: int) -> None:
+    async def _handle_after(
+        self,
+        before: asyncio.Task[None] | None,
+        record: envelope.CallEventReceived,
+        partition: int,
+        offset: int,
+    ) -> None:
         call_id = record.event.call_id
         try:
             if before is not None:
@@ -205,8 +217,14 @@ class Controller:
         except Exception:
             # Never silently: the event stays uncommitted only until the next one, so
             # log loudly; the state says what was done.
-            log.exception("call_id=%r: event %s at %s[%d]@%d failed", call_id,
-                          record.event.event_type, self.calls_topic, partition, offset)
+            log.exception(
+                "call_id=%r: event %s at %s[%d]@%d failed",
+                call_id,
+                record.event.event_type,
+                self.calls_topic,
+                partition,
+                offset,
+            )
         finally:
             self._in_flight.get(partition, set()).discard(offset)
             if self._tails.get(call_id) is asyncio.current_task():
@@ -239,14 +257,22 @@ class Controller:
             case _:
                 await self._save(state)
 
-    def _merge(self, state: envelope.ControlState | None, event: CallEvent,
-               record: envelope.CallEventReceived, offset: int) -> envelope.ControlState:
+    def _merge(
+        self,
+        state: envelope.ControlState | None,
+        event: CallEvent,
+        record: envelope.CallEventReceived,
+        offset: int,
+    ) -> envelope.ControlState:
         """The call's state with what this event adds to its metadata."""
         if state is None:
-            state = envelope.ControlState(call_id=event.call_id, phase="seen",
-                                          updated_ns=record.received_ns,
-                                          first_seen_ns=record.received_ns,
-                                          first_event_time=event.event_time)
+            state = envelope.ControlState(
+                call_id=event.call_id,
+                phase="seen",
+                updated_ns=record.received_ns,
+                first_seen_ns=record.received_ns,
+                first_event_time=event.event_time,
+            )
         changes: dict[str, Any] = {"offset": offset, "updated_ns": time.time_ns()}
         if record.source == "wavix":
             changes["last_event"] = event.event_type
@@ -255,17 +281,24 @@ class Controller:
                 if value is not None:
                     changes[name] = value
             answered = event.call_answered or (
-                event.event_time if event.event_type == "answered" else None)
+                event.event_time if event.event_type == "answered" else None
+            )
             if answered and state.answered_time is None:
                 changes["answered_time"] = answered
             completed = event.call_completed or (
-                event.event_time if event.event_type == "completed" else None)
+                event.event_time if event.event_type == "completed" else None
+            )
             if completed and state.completed_time is None:
                 changes["completed_time"] = completed
         return msgspec.structs.replace(state, **changes)
 
-    async def _answered(self, state: envelope.ControlState, event: CallEvent,
-                        record: envelope.CallEventReceived, offset: int) -> None:
+    async def _answered(
+        self,
+        state: envelope.ControlState,
+        event: CallEvent,
+        record: envelope.CallEventReceived,
+        offset: int,
+    ) -> None:
         if state.phase != "seen":
             await self._save(state)  # a repeated webhook: decided already
             return
@@ -280,11 +313,13 @@ class Controller:
         lifecycle = self._lifecycle(state, "answered", event.event_time)
         await self._start(state, lifecycle, record.received_ns)
 
-    async def _start(self, state: envelope.ControlState, lifecycle: envelope.CallLifecycle,
-                     received_ns: int) -> None:
+    async def _start(
+        self, state: envelope.ControlState, lifecycle: envelope.CallLifecycle, received_ns: int
+    ) -> None:
         """Intent ─▶ POST ─▶ outcome (the module docstring's sequence)."""
-        state = msgspec.structs.replace(state, phase="starting", epoch=state.epoch + 1,
-                                        stream_id=None, reason=None)
+        state = msgspec.structs.replace(
+            state, phase="starting", epoch=state.epoch + 1, stream_id=None, reason=None
+        )
         await asyncio.gather(self._publish_lifecycle(lifecycle), self._save(state))
         url = self._stream_url(state.call_id)
         metrics.START_LATENCY.observe(max(0.0, (time.time_ns() - received_ns) / 1e9))
@@ -292,8 +327,8 @@ class Controller:
             self.on_stream_request(state.call_id)
         try:
             stream_id = await self.wavix.start_stream(
-                state.call_id, url, channel=state.channel or "both",
-                stream_type=self.stream_type)
+                state.call_id, url, channel=state.channel or "both", stream_type=self.stream_type
+            )
         except WavixError as exc:
             result = "rejected" if isinstance(exc, WavixRejected) else "unavailable"
             metrics.STREAM_STARTS.labels(result).inc()
@@ -303,28 +338,37 @@ class Controller:
         metrics.STREAM_STARTS.labels("started").inc()
         if state.epoch == 1:
             metrics.CALLS.labels("recorded").inc()
-        log.info("call_id=%s: recording, stream %s (rule %s, channel %s)", state.call_id,
-                 stream_id, state.rule, state.channel)
+        log.info(
+            "call_id=%s: recording, stream %s (rule %s, channel %s)",
+            state.call_id,
+            stream_id,
+            state.rule,
+            state.channel,
+        )
         await self._save(msgspec.structs.replace(state, phase="started", stream_id=stream_id))
 
     async def _start_unknown(self, state: envelope.ControlState) -> None:
         metrics.STREAM_STARTS.labels("unknown").inc()
-        log.warning("call_id=%s: a controller stopped between a stream start request and its "
-                    "answer; not started again (Wavix lists no streams)", state.call_id)
+        log.warning(
+            "call_id=%s: a controller stopped between a stream start request and its "
+            "answer; not started again (Wavix lists no streams)",
+            state.call_id,
+        )
         await self._not_recorded(state, "stream_start_unknown", phase="started")
 
-    async def _not_recorded(self, state: envelope.ControlState, reason: str,
-                            phase: envelope.ControlPhase = "skipped") -> None:
+    async def _not_recorded(
+        self, state: envelope.ControlState, reason: str, phase: envelope.ControlPhase = "skipped"
+    ) -> None:
         metrics.CALLS.labels("not_recorded").inc()
         metrics.NOT_RECORDED.labels(reason.split(":")[0]).inc()
         log.info("call_id=%s: not recorded: %s", state.call_id, reason)
         await self._save(msgspec.structs.replace(state, phase=phase, reason=reason))
 
-    async def _final(self, state: envelope.ControlState, event: CallEvent, offset: int,
-                     event_type: str) -> None:
+    async def _final(
+        self, state: envelope.ControlState, event: CallEvent, offset: int, event_type: str
+    ) -> None:
         if state.phase in STREAMING or (state.phase == "starting"):
-            await self._publish_lifecycle(
-                self._lifecycle(state, "completed", event.event_time))
+            await self._publish_lifecycle(self._lifecycle(state, "completed", event.event_time))
         if state.phase == "seen":
             metrics.CALLS.labels("not_recorded").inc()
             metrics.NOT_RECORDED.labels("not_answered").inc()
@@ -337,13 +381,15 @@ class Controller:
     async def _pause(self, state: envelope.ControlState, offset: int) -> None:
         if state.phase != "started" or state.stream_id is None:
             metrics.PAUSES.labels("pause", "not_streaming").inc()
-            log.warning("call_id=%s: pause asked while %s: nothing to pause", state.call_id,
-                        state.phase)
+            log.warning(
+                "call_id=%s: pause asked while %s: nothing to pause", state.call_id, state.phase
+            )
             await self._save(state)
             return
         state = msgspec.structs.replace(state, phase="paused", pauses=state.pauses + 1)
-        lifecycle = msgspec.structs.replace(self._lifecycle(state, "paused", None),
-                                            stream_id=state.stream_id)
+        lifecycle = msgspec.structs.replace(
+            self._lifecycle(state, "paused", None), stream_id=state.stream_id
+        )
         await asyncio.gather(self._publish_lifecycle(lifecycle), self._save(state))
         await self._stop_stream(state)
 
@@ -355,14 +401,16 @@ class Controller:
             log.info("call_id=%s: paused, stream %s stopped", state.call_id, state.stream_id)
         except WavixError as exc:
             metrics.PAUSES.labels("pause", "failed").inc()
-            log.error("call_id=%s: pause: stream %s not stopped: %s", state.call_id,
-                      state.stream_id, exc)
+            log.error(
+                "call_id=%s: pause: stream %s not stopped: %s", state.call_id, state.stream_id, exc
+            )
 
     async def _resume(self, state: envelope.ControlState, offset: int) -> None:
         if state.phase != "paused":
             metrics.PAUSES.labels("resume", "not_paused").inc()
-            log.warning("call_id=%s: resume asked while %s: nothing to resume", state.call_id,
-                        state.phase)
+            log.warning(
+                "call_id=%s: resume asked while %s: nothing to resume", state.call_id, state.phase
+            )
             await self._save(state)
             return
         metrics.PAUSES.labels("resume", "started").inc()
@@ -386,32 +434,44 @@ class Controller:
         sep = "&" if "?" in self.stream_url else "?"
         return f"{self.stream_url}{sep}token={token}"
 
-    def _lifecycle(self, state: envelope.ControlState, event: envelope.LifecycleEvent,
-                   event_time: str | None) -> envelope.CallLifecycle:
+    def _lifecycle(
+        self, state: envelope.ControlState, event: envelope.LifecycleEvent, event_time: str | None
+    ) -> envelope.CallLifecycle:
         return envelope.CallLifecycle(
-            call_id=state.call_id, event=event, received_ns=time.time_ns(),
-            event_time=event_time, from_number=state.from_number,
-            to_number=state.to_number, direction=state.direction, tag=state.tag,
-            answered_time=state.answered_time, completed_time=state.completed_time,
+            call_id=state.call_id,
+            event=event,
+            received_ns=time.time_ns(),
+            event_time=event_time,
+            from_number=state.from_number,
+            to_number=state.to_number,
+            direction=state.direction,
+            tag=state.tag,
+            answered_time=state.answered_time,
+            completed_time=state.completed_time,
             disposition=state.disposition,
         )
 
     async def _publish_lifecycle(self, record: envelope.CallLifecycle) -> None:
-        await self.producer.send_and_wait(self.media_topic, envelope.encode(record),
-                                          key=record.call_id.encode())
+        await self.producer.send_and_wait(
+            self.media_topic, envelope.encode(record), key=record.call_id.encode()
+        )
 
     async def _save(self, state: envelope.ControlState) -> None:
         self.states[state.call_id] = state
-        await self.producer.send_and_wait(self.control_topic, envelope.encode(state),
-                                          key=state.call_id.encode())
+        await self.producer.send_and_wait(
+            self.control_topic, envelope.encode(state), key=state.call_id.encode()
+        )
 
 
 def _with_state(event: CallEvent, state: envelope.ControlState) -> CallEvent:
     """The answered event with the metadata earlier events gave (rules see all of it)."""
     return msgspec.structs.replace(
-        event, from_number=event.from_number or state.from_number,
+        event,
+        from_number=event.from_number or state.from_number,
         to_number=event.to_number or state.to_number,
-        direction=event.direction or state.direction, tag=event.tag or state.tag)
+        direction=event.direction or state.direction,
+        tag=event.tag or state.tag,
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):

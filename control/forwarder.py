@@ -22,8 +22,16 @@ log = logging.getLogger(__name__)
 
 
 class Forwarder:
-    def __init__(self, url: str, *, attempts: int = 5, queue: int = 10_000,
-                 workers: int = 4, timeout_s: float = 5.0, backoff_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        attempts: int = 5,
+        queue: int = 10_000,
+        workers: int = 4,
+        timeout_s: float = 5.0,
+        backoff_s: float = 0.5,
+    ) -> None:
         self.url = url
         self.attempts = attempts
         self.backoff_s = backoff_s

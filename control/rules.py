@@ -89,8 +89,9 @@ class RuleSet:
         for rule in self.rules:
             if rule.matches(event):
                 if not rule.record:
-                    return Decision(False, rule.name, self.default_channel,
-                                    f"excluded_by_rule: {rule.name}")
+                    return Decision(
+                        False, rule.name, self.default_channel, f"excluded_by_rule: {rule.name}"
+                    )
                 return Decision(True, rule.name, rule.channel or self.default_channel, None)
         return Decision(False, None, self.default_channel, "no_rule_matched")
 

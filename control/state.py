@@ -41,8 +41,13 @@ def kafka_loader(client_options: dict[str, object], topic: str) -> StateLoader:
 
     async def load() -> dict[str, envelope.ControlState]:
         # No group: subscribing assigns every partition of the topic, read from its start.
-        consumer = AIOKafkaConsumer(topic, enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest", **client_options)
+        consumer = AIOKafkaConsumer(
+            topic,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            **client_options,
+        )
         await consumer.start()
         states: dict[str, envelope.ControlState] = {}
         try:
@@ -57,8 +62,7 @@ def kafka_loader(client_options: dict[str, object], topic: str) -> StateLoader:
                 batches = await consumer.getmany(*todo, timeout_ms=500)
                 for tp, messages in batches.items():
                     for message in messages:
-                        _take(states, message.value, f"{tp.topic}[{tp.partition}]@"
-                                                     f"{message.offset}")
+                        _take(states, message.value, f"{tp.topic}[{tp.partition}]@{message.offset}")
                 for tp in list(todo):
                     if await consumer.position(tp) >= ends[tp]:
                         todo.discard(tp)

@@ -49,8 +49,9 @@ def control_key(state: ControlState) -> str:
 def write_row(store: ObjectStore, state: ControlState) -> str:
     """Write (or overwrite) the call's row; returns its key. Blocking (run in a thread)."""
     key = control_key(state)
-    store.put_bytes(key, rows_to_parquet("control", [control_row(state)]),
-                    "application/vnd.apache.parquet")
+    store.put_bytes(
+        key, rows_to_parquet("control", [control_row(state)]), "application/vnd.apache.parquet"
+    )
     return key
 
 

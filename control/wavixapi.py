@@ -47,8 +47,9 @@ class WavixConfig:
 class WavixClient:
     """One connection pool to Wavix's REST API."""
 
-    def __init__(self, config: WavixConfig,
-                 on_send: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self, config: WavixConfig, on_send: Callable[[str, str], None] | None = None
+    ) -> None:
         self.config = config
         headers = {"Accept": "application/json"}
         params: dict[str, str] = {}
@@ -58,7 +59,9 @@ class WavixClient:
             params["appid"] = config.api_key
             logging.getLogger("httpx").setLevel(logging.WARNING)
         self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"), headers=headers, params=params,
+            base_url=config.base_url.rstrip("/"),
+            headers=headers,
+            params=params,
             timeout=config.timeout_s,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
@@ -72,36 +75,47 @@ class WavixClient:
         parts = "/".join(quote(p, safe="") for p in (call_id, *rest))
         return f"/v1/{self.config.path_style}/{parts}"
 
-    async def start_stream(self, call_id: str, stream_url: str, *, channel: str,
-                           stream_type: str = "oneway") -> str:
+    async def start_stream(
+        self, call_id: str, stream_url: str, *, channel: str, stream_type: str = "oneway"
+    ) -> str:
         """Start a stream; returns Wavix's ``stream_id``."""
         body = {"stream_url": stream_url, "stream_type": stream_type, "stream_channel": channel}
-        data = await self._request("start_stream", call_id, "POST",
-                                   self._path(call_id, "streams"), body)
+        data = await self._request(
+            "start_stream", call_id, "POST", self._path(call_id, "streams"), body
+        )
         stream_id = data.get("stream_id") if isinstance(data, dict) else None
         if not isinstance(stream_id, str) or not stream_id:
             raise WavixRejected("stream started but no stream_id in the answer", 200)
         return stream_id
 
     async def stop_stream(self, call_id: str, stream_id: str) -> None:
-        await self._request("stop_stream", call_id, "DELETE",
-                            self._path(call_id, "streams", stream_id))
+        await self._request(
+            "stop_stream", call_id, "DELETE", self._path(call_id, "streams", stream_id)
+        )
 
     async def get_call(self, call_id: str) -> dict[str, Any]:
         data = await self._request("get_call", call_id, "GET", self._path(call_id))
         call = data.get("call") if isinstance(data, dict) else None
         return call if isinstance(call, dict) else {}
 
-    async def _request(self, operation: str, call_id: str, method: str, path: str,
-                       body: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self,
+        operation: str,
+        call_id: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
         return await retrying(
             lambda: self._once(operation, call_id, method, path, body),
-            attempts=self.config.max_attempts, backoff_s=self.config.backoff_s,
+            attempts=self.config.max_attempts,
+            backoff_s=self.config.backoff_s,
             what=f"call_id={call_id} {operation}",
         )
 
-    async def _once(self, operation: str, call_id: str, method: str, path: str,
-                    body: dict[str, Any] | None) -> Any:
+    async def _once(
+        self, operation: str, call_id: str, method: str, path: str, body: dict[str, Any] | None
+    ) -> Any:
         if self.on_send is not None:
             self.on_send(operation, call_id)
         try:
@@ -136,8 +150,9 @@ def _detail(resp: httpx.Response) -> str:
     return " ".join(text.split())[:200]
 
 
-async def retrying(attempt: Callable[[], Awaitable[Any]], *, attempts: int, backoff_s: float,
-                   what: str) -> Any:
+async def retrying(
+    attempt: Callable[[], Awaitable[Any]], *, attempts: int, backoff_s: float, what: str
+) -> Any:
     """``attempt()`` until it succeeds, raises a non-retriable error or ``attempts`` ran out."""
     delay = backoff_s
     for n in range(1, attempts + 1):

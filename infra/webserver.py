@@ -26,8 +26,15 @@ class WebServer:
 
     def __init__(self, app: Any, host: str, port: int, *, backlog: int = 2048) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-            backlog=backlog, server_header=False, timeout_graceful_shutdown=5,
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            backlog=backlog,
+            server_header=False,
+            timeout_graceful_shutdown=5,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

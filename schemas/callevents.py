@@ -23,10 +23,21 @@ import msgspec
 
 from schemas.errors import InvalidCallEventError, MalformedCallEventError
 
-EVENT_TYPES: frozenset[str] = frozenset({
-    "call_setup", "incoming_call", "ringing", "early_media", "answered", "completed",
-    "busy", "cancelled", "rejected", "on_call_event", "post_call",
-})
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "call_setup",
+        "incoming_call",
+        "ringing",
+        "early_media",
+        "answered",
+        "completed",
+        "busy",
+        "cancelled",
+        "rejected",
+        "on_call_event",
+        "post_call",
+    }
+)
 """Every ``event_type`` the control plane knows (Wavix's ``on-call`` types, the demo
 server's ``incoming_call`` and ``post_call`` for a ``post-call`` summary)."""
 
@@ -139,11 +150,18 @@ def _int(value: Any) -> int | None:
 def encode(event: CallEvent) -> bytes:
     """The event as Wavix-style JSON (``id``, ``from``, ``to``...): what the emulator posts."""
     out: dict[str, Any] = {"id": event.call_id, "event_type": event.event_type}
-    for name, wire in (("event_time", "event_time"), ("from_number", "from"),
-                       ("to_number", "to"), ("direction", "direction"), ("tag", "tag"),
-                       ("call_started", "call_started"), ("call_answered", "call_answered"),
-                       ("call_completed", "call_completed"), ("disposition", "disposition"),
-                       ("duration_s", "duration")):
+    for name, wire in (
+        ("event_time", "event_time"),
+        ("from_number", "from"),
+        ("to_number", "to"),
+        ("direction", "direction"),
+        ("tag", "tag"),
+        ("call_started", "call_started"),
+        ("call_answered", "call_answered"),
+        ("call_completed", "call_completed"),
+        ("disposition", "disposition"),
+        ("duration_s", "duration"),
+    ):
         value = getattr(event, name)
         if value is not None:
             out[wire] = value

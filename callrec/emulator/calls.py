@@ -38,4 +38,4 @@ class EmulatedCall:
         audio = self.tracks.get(track)
         if audio is None or index * size >= len(audio):
             return None
-        return audio[index * size:(index + 1) * size]
+        return audio[index * size : (index + 1) * size]

@@ -44,8 +44,9 @@ class LiveCall:
 class MediaStream:
     """One Wavix stream of a call, sending to ``url`` until stopped or the call ends."""
 
-    def __init__(self, live: LiveCall, stream_id: str, url: str, channel: str,
-                 stream_type: str = "oneway") -> None:
+    def __init__(
+        self, live: LiveCall, stream_id: str, url: str, channel: str, stream_type: str = "oneway"
+    ) -> None:
         self.live = live
         self.stream_id = stream_id
         self.url = url
@@ -79,22 +80,27 @@ class MediaStream:
     async def _run(self) -> None:
         call = self.live.call
         try:
-            async with connect(self.url, compression=None, open_timeout=10,
-                               close_timeout=10) as ws:
+            async with connect(self.url, compression=None, open_timeout=10, close_timeout=10) as ws:
                 await self._send_all(ws)
                 await ws.close()
             self.close_code = ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None
         except InvalidStatus as exc:
             self.refused_status = exc.response.status_code
-            log.info("call_id=%s stream %s refused: HTTP %d", call.call_id, self.stream_id,
-                     self.refused_status)
+            log.info(
+                "call_id=%s stream %s refused: HTTP %d",
+                call.call_id,
+                self.stream_id,
+                self.refused_status,
+            )
         except ConnectionClosed as exc:
             self.close_code = exc.rcvd.code if exc.rcvd else None
-            log.info("call_id=%s stream %s closed by the server: %s", call.call_id,
-                     self.stream_id, exc)
+            log.info(
+                "call_id=%s stream %s closed by the server: %s", call.call_id, self.stream_id, exc
+            )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            log.warning("call_id=%s stream %s: cannot connect: %r", call.call_id,
-                        self.stream_id, exc)
+            log.warning(
+                "call_id=%s stream %s: cannot connect: %r", call.call_id, self.stream_id, exc
+            )
 
     async def _send_all(self, ws: ClientConnection) -> None:
         live, call = self.live, self.live.call
@@ -103,17 +109,28 @@ class MediaStream:
         f0 = max(0, math.ceil((loop.time() - live.answered_at) / frame_s - 1e-6))
         self.first_frame = f0
         seq = 0
-        await ws.send(wavix.encode(wavix.Connected(event_time=iso_time(
-            (live.answered_ms + f0 * FRAME_MS) * 1_000_000))), text=True)
+        await ws.send(
+            wavix.encode(
+                wavix.Connected(event_time=iso_time((live.answered_ms + f0 * FRAME_MS) * 1_000_000))
+            ),
+            text=True,
+        )
         seq += 1
-        await ws.send(wavix.encode(wavix.Start(
-            call_id=call.call_id, stream_id=self.stream_id,
-            stream_type="twoway" if self.stream_type == "twoway" else "oneway",
-            channel="inbound" if self.channel == "inbound" else (
-                "outbound" if self.channel == "outbound" else "both"),
-            sequence_number=seq,
-            event_time=iso_time((live.answered_ms + f0 * FRAME_MS) * 1_000_000),
-        )), text=True)
+        await ws.send(
+            wavix.encode(
+                wavix.Start(
+                    call_id=call.call_id,
+                    stream_id=self.stream_id,
+                    stream_type="twoway" if self.stream_type == "twoway" else "oneway",
+                    channel="inbound"
+                    if self.channel == "inbound"
+                    else ("outbound" if self.channel == "outbound" else "both"),
+                    sequence_number=seq,
+                    event_time=iso_time((live.answered_ms + f0 * FRAME_MS) * 1_000_000),
+                )
+            ),
+            text=True,
+        )
         frame = f0
         while not self._stop.is_set() and not live.ended.is_set() and frame < call.frames:
             delay = live.answered_at + frame * frame_s - loop.time()
@@ -129,14 +146,28 @@ class MediaStream:
                 if payload is None:
                     continue
                 seq += 1
-                await ws.send(wavix.encode(wavix.Media(
-                    call_id=call.call_id, stream_id=self.stream_id, sequence_number=seq,
-                    media=wavix.MediaBody(payload=payload, chunk=chunk,
-                                          timestamp=chunk * FRAME_MS,
-                                          track=None if len(self.tracks) == 1 else track),
-                )), text=True)
+                await ws.send(
+                    wavix.encode(
+                        wavix.Media(
+                            call_id=call.call_id,
+                            stream_id=self.stream_id,
+                            sequence_number=seq,
+                            media=wavix.MediaBody(
+                                payload=payload,
+                                chunk=chunk,
+                                timestamp=chunk * FRAME_MS,
+                                track=None if len(self.tracks) == 1 else track,
+                            ),
+                        )
+                    ),
+                    text=True,
+                )
             frame += 1
             self.frames_sent += 1
         seq += 1
-        await ws.send(wavix.encode(wavix.Stop(call_id=call.call_id, stream_id=self.stream_id,
-                                              sequence_number=seq)), text=True)
+        await ws.send(
+            wavix.encode(
+                wavix.Stop(call_id=call.call_id, stream_id=self.stream_id, sequence_number=seq)
+            ),
+            text=True,
+        )

@@ -42,8 +42,9 @@ def _error(status: int, message: str) -> JSONResponse:
 class WavixRest:
     """The REST API over the emulator's live calls."""
 
-    def __init__(self, api_key: str, calls: dict[str, LiveCall], *,
-                 timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, api_key: str, calls: dict[str, LiveCall], *, timeout_s: float = 30.0
+    ) -> None:
         self.api_key = api_key.encode()
         self.calls = calls
         self.timeout_s = timeout_s
@@ -58,8 +59,9 @@ class WavixRest:
         for base in ("/v1/calls", "/v1/call"):
             routes += [
                 Route(base + "/{call_id}/streams", self.start_stream, methods=["POST"]),
-                Route(base + "/{call_id}/streams/{stream_id}", self.stop_stream,
-                      methods=["DELETE"]),
+                Route(
+                    base + "/{call_id}/streams/{stream_id}", self.stop_stream, methods=["DELETE"]
+                ),
                 Route(base + "/{call_id}", self.get_call, methods=["GET"]),
             ]
         self.app = Starlette(routes=routes)
@@ -102,10 +104,16 @@ class WavixRest:
         stream_type = body.get("stream_type", "oneway")
         channel = body.get("stream_channel", "inbound")
         if stream_type not in ("oneway", "twoway") or channel not in (
-                "inbound", "outbound", "both"):
+            "inbound",
+            "outbound",
+            "both",
+        ):
             return _error(400, "Invalid stream_type or stream_channel")
-        open_of_type = sum(1 for s in live.streams.values()
-                           if s.stream_type == stream_type and s.task and not s.task.done())
+        open_of_type = sum(
+            1
+            for s in live.streams.values()
+            if s.stream_type == stream_type and s.task and not s.task.done()
+        )
         if open_of_type >= (ONEWAY_LIMIT if stream_type == "oneway" else TWOWAY_LIMIT):
             return _error(422, f"Too many {stream_type} streams")
         stream_id = str(uuid.uuid4())
@@ -134,8 +142,17 @@ class WavixRest:
         if live is None:
             return _error(404, "Call not found")
         call = live.call
-        return JSONResponse({"success": True, "call": {
-            "id": call.call_id, "uuid": call.call_id, "from": call.from_number,
-            "to": call.to_number, "direction": call.direction, "tag": call.tag,
-            "status": "completed" if live.ended.is_set() else "in_progress",
-        }})
+        return JSONResponse(
+            {
+                "success": True,
+                "call": {
+                    "id": call.call_id,
+                    "uuid": call.call_id,
+                    "from": call.from_number,
+                    "to": call.to_number,
+                    "direction": call.direction,
+                    "tag": call.tag,
+                    "status": "completed" if live.ended.is_set() else "in_progress",
+                },
+            }
+        )

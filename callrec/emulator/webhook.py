@@ -36,9 +36,17 @@ log = logging.getLogger(__name__)
 
 
 class WavixEmulator:
-    def __init__(self, *, api_key: str, webhook_url: str, host: str = "127.0.0.1",
-                 port: int = 0, post_attempts: int = 3, ring_s: float = 0.05,
-                 rest_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        webhook_url: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        post_attempts: int = 3,
+        ring_s: float = 0.05,
+        rest_timeout_s: float = 30.0,
+    ) -> None:
         self.webhook_url = webhook_url
         self.calls: dict[str, LiveCall] = {}
         self.rest = WavixRest(api_key, self.calls, timeout_s=rest_timeout_s)
@@ -61,8 +69,12 @@ class WavixEmulator:
     async def close(self) -> None:
         for live in self.calls.values():
             live.ended.set()
-        tasks = [s.task for live in self.calls.values() for s in live.streams.values()
-                 if s.task is not None]
+        tasks = [
+            s.task
+            for live in self.calls.values()
+            for s in live.streams.values()
+            if s.task is not None
+        ]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.aclose()
@@ -74,8 +86,9 @@ class WavixEmulator:
         status = 0
         for attempt in range(self.post_attempts):
             try:
-                resp = await self._client.post(self.webhook_url, content=body,
-                                               headers={"Content-Type": "application/json"})
+                resp = await self._client.post(
+                    self.webhook_url, content=body, headers={"Content-Type": "application/json"}
+                )
                 status = resp.status_code
                 if status < 500:
                     break
@@ -87,14 +100,20 @@ class WavixEmulator:
 
     async def _event(self, call: EmulatedCall, event_type: str, **extra: object) -> None:
         now = iso_time(time.time_ns())
-        event = CallEvent(call_id=call.call_id, event_type=event_type, event_time=now,
-                          from_number=call.from_number, to_number=call.to_number,
-                          direction=call.direction, tag=call.tag, call_started=now,
-                          **extra)  # type: ignore[arg-type]
+        event = CallEvent(
+            call_id=call.call_id,
+            event_type=event_type,
+            event_time=now,
+            from_number=call.from_number,
+            to_number=call.to_number,
+            direction=call.direction,
+            tag=call.tag,
+            call_started=now,
+            **extra,
+        )  # type: ignore[arg-type]
         await self.post(callevents.encode(event))
 
-    async def place_calls(self, calls: Sequence[EmulatedCall], *,
-                          spacing_s: float = 0.0) -> None:
+    async def place_calls(self, calls: Sequence[EmulatedCall], *, spacing_s: float = 0.0) -> None:
         """Place every call (``spacing_s`` apart) and return when all have ended."""
 
         async def one(index: int, call: EmulatedCall) -> None:
@@ -126,8 +145,7 @@ class WavixEmulator:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         completed = iso_time(time.time_ns())
-        await self._event(call, "completed", call_answered=answered,
-                          call_completed=completed)
+        await self._event(call, "completed", call_answered=answered, call_completed=completed)
 
     async def replay_webhooks(self, times: int = 1) -> None:
         """Post every event posted so far again, ``times`` times (at-least-once delivery)."""

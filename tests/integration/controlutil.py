@@ -48,10 +48,15 @@ class Topics:
 
 async def new_topics(kafka: stack.KafkaServer) -> Topics:
     suffix = uuid.uuid4().hex[:10]
-    topics = Topics(f"callrec.media.test-{suffix}", f"callrec.recordings.test-{suffix}",
-                    f"callrec.calls.test-{suffix}", f"callrec.control.test-{suffix}")
-    await create_topics(kafka.bootstrap, topics.media, topics.recordings, topics.calls,
-                        topics.control)
+    topics = Topics(
+        f"callrec.media.test-{suffix}",
+        f"callrec.recordings.test-{suffix}",
+        f"callrec.calls.test-{suffix}",
+        f"callrec.control.test-{suffix}",
+    )
+    await create_topics(
+        kafka.bootstrap, topics.media, topics.recordings, topics.calls, topics.control
+    )
     return topics
 
 
@@ -62,19 +67,37 @@ def audio(seed: int, ms: int) -> bytes:
     return rng.integers(-8000, 8000, samples, dtype="<i2").tobytes()
 
 
-def call(n: int, *, from_number: str, to_number: str = "+15550100", ms: int = 1000,
-         direction: str = "inbound", answered: bool = True, tag: str | None = None,
-         prefix: str = "call") -> EmulatedCall:
+def call(
+    n: int,
+    *,
+    from_number: str,
+    to_number: str = "+15550100",
+    ms: int = 1000,
+    direction: str = "inbound",
+    answered: bool = True,
+    tag: str | None = None,
+    prefix: str = "call",
+) -> EmulatedCall:
     return EmulatedCall(
-        call_id=f"{prefix}-{n:02d}", from_number=from_number, to_number=to_number,
-        direction=direction, tag=tag, answered=answered,
+        call_id=f"{prefix}-{n:02d}",
+        from_number=from_number,
+        to_number=to_number,
+        direction=direction,
+        tag=tag,
+        answered=answered,
         tracks={"inbound": audio(2 * n, ms), "outbound": audio(2 * n + 1, ms)},
     )
 
 
-def control_settings(kafka: stack.KafkaServer, minio: stack.MinioServer, topics: Topics,
-                     bucket: str, ingest: IngestServer, wavix_url: str,
-                     **overrides: Any) -> ControlSettings:
+def control_settings(
+    kafka: stack.KafkaServer,
+    minio: stack.MinioServer,
+    topics: Topics,
+    bucket: str,
+    ingest: IngestServer,
+    wavix_url: str,
+    **overrides: Any,
+) -> ControlSettings:
     values: dict[str, Any] = {
         "kafka_bootstrap": kafka.bootstrap,
         "kafka_media_topic": topics.media,
@@ -119,25 +142,34 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path,
-                        **control_overrides: Any) -> AsyncIterator[Stack]:
+async def running_stack(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path, **control_overrides: Any
+) -> AsyncIterator[Stack]:
     topics = await new_topics(kafka)
     bucket = new_bucket(minio)
-    rec_settings = recorder_settings(kafka, minio, topics.media, bucket, str(tmp_path / "spill"),
-                                     kafka_recordings_topic=topics.recordings)
-    ing_settings = ingest_settings(kafka.bootstrap, topics.media,
-                                   stream_token_keys=TOKEN_KEYS)
-    emulator = WavixEmulator(api_key=API_KEY, webhook_url="http://unset.invalid/",
-                             rest_timeout_s=5.0)
+    rec_settings = recorder_settings(
+        kafka,
+        minio,
+        topics.media,
+        bucket,
+        str(tmp_path / "spill"),
+        kafka_recordings_topic=topics.recordings,
+    )
+    ing_settings = ingest_settings(kafka.bootstrap, topics.media, stream_token_keys=TOKEN_KEYS)
+    emulator = WavixEmulator(
+        api_key=API_KEY, webhook_url="http://unset.invalid/", rest_timeout_s=5.0
+    )
     await emulator.start()
     try:
         async with running_ingest(ing_settings) as ingest, running_recorder(rec_settings):
-            settings = control_settings(kafka, minio, topics, bucket, ingest, emulator.api_url,
-                                        **control_overrides)
+            settings = control_settings(
+                kafka, minio, topics, bucket, ingest, emulator.api_url, **control_overrides
+            )
             store = s3_store(minio, bucket)
             async with running_control(settings, store=store) as (api, port, controller):
-                result = Stack(emulator, api, port, controller, ingest, store, settings,
-                               topics, bucket)
+                result = Stack(
+                    emulator, api, port, controller, ingest, store, settings, topics, bucket
+                )
                 emulator.webhook_url = result.webhook_url
                 yield result
     finally:
@@ -167,23 +199,29 @@ def settings_env(settings: ControlSettings, **overrides: str) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        env[f"CALLREC_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
-            else str(value)
+        env[f"CALLREC_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     env.update(overrides)
     return env
 
 
-async def start_controller_process(settings: ControlSettings,
-                                   log_path: Path) -> asyncio.subprocess.Process:
+async def start_controller_process(
+    settings: ControlSettings, log_path: Path
+) -> asyncio.subprocess.Process:
     """``callrec control`` as a controller only, in its own process; returns once running.
     Its log goes to ``log_path``."""
     import sys
 
-    with open(log_path, "ab") as log_file:
+    with open(log_path, "ab") as log_file:  # noqa: ASYNC230 (a local file, at once)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callrec.cli", "control",
+            sys.executable,
+            "-m",
+            "callrec.cli",
+            "control",
             env=settings_env(settings, CALLREC_CONTROL_ROLE="controller"),
-            stdout=asyncio.subprocess.PIPE, stderr=log_file,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
         )
     assert proc.stdout is not None
     async with asyncio.timeout(60):

@@ -65,12 +65,13 @@ async def test_calls_recorded_by_rule_with_their_numbers_and_reasons_for_the_res
 ) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
-    calls = [call(n, from_number=f"+442079460{n:03d}", to_number=f"+1555010{n:02d}")
-             for n in range(1, 16)]
+    calls = [
+        call(n, from_number=f"+442079460{n:03d}", to_number=f"+1555010{n:02d}")
+        for n in range(1, 16)
+    ]
     calls += [call(n, from_number=f"+3314460{n:03d}") for n in range(16, 19)]  # no rule
     calls += [call(n, from_number=f"+442079460{n:03d}", answered=False) for n in (19, 20)]
-    async with running_stack(kafka, minio, tmp_path,
-                             control_rules_file=str(rules)) as st:
+    async with running_stack(kafka, minio, tmp_path, control_rules_file=str(rules)) as st:
         await st.emulator.place_calls(calls, spacing_s=0.02)
         assert set(st.emulator.webhook_statuses) == {200}
         await wait_for_manifests(st.store, 15, timeout=60)
@@ -83,7 +84,10 @@ async def test_calls_recorded_by_rule_with_their_numbers_and_reasons_for_the_res
             assert len(m.streams) == 1
             assert m.call is not None
             assert (m.call.from_number, m.call.to_number, m.call.direction) == (
-                c.from_number, c.to_number, "inbound")
+                c.from_number,
+                c.to_number,
+                "inbound",
+            )
             assert m.tracks == ["inbound", "outbound"]
             data = st.store.get_bytes(f"recordings/{m.recording_id}/audio.wav")
             _, channels = wav_channels(data)
@@ -97,9 +101,13 @@ async def test_calls_recorded_by_rule_with_their_numbers_and_reasons_for_the_res
         recorded = {k for k, r in rows.items() if r["recorded"]}
         assert recorded == {c.call_id for c in calls[:15]}
         reasons = {k: r["reason"] for k, r in rows.items() if not r["recorded"]}
-        assert reasons == {"call-16": "no_rule_matched", "call-17": "no_rule_matched",
-                           "call-18": "no_rule_matched", "call-19": "not_answered: busy",
-                           "call-20": "not_answered: busy"}
+        assert reasons == {
+            "call-16": "no_rule_matched",
+            "call-17": "no_rule_matched",
+            "call-18": "no_rule_matched",
+            "call-19": "not_answered: busy",
+            "call-20": "not_answered: busy",
+        }
         assert rows["call-16"]["from_number"] == "+3314460016"
         table = calls_rows(st.settings)
         assert table["call-03"]["from_number"] == "+442079460003"
@@ -119,15 +127,19 @@ async def test_calls_recorded_by_rule_with_their_numbers_and_reasons_for_the_res
 
 async def _drained(st: Stack) -> None:
     """Wait until the controller group has committed every call event."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=st.settings.kafka_bootstrap,
-                                group_id=st.settings.control_group_id,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=st.settings.kafka_bootstrap,
+        group_id=st.settings.control_group_id,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         from aiokafka import TopicPartition
 
-        tps = [TopicPartition(st.topics.calls, p)
-               for p in sorted(consumer.partitions_for_topic(st.topics.calls) or [])]
+        tps = [
+            TopicPartition(st.topics.calls, p)
+            for p in sorted(consumer.partitions_for_topic(st.topics.calls) or [])
+        ]
         ends = await consumer.end_offsets(tps)
 
         async def done() -> bool:
@@ -156,7 +168,9 @@ async def test_wavix_answering_500_twice_then_200_records_the_call(
 
 
 async def test_wavix_answering_401_is_an_outcome_with_reason_metric_and_log(
-    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path,
+    kafka: stack.KafkaServer,
+    minio: stack.MinioServer,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     before = metric(control_metrics.STREAM_STARTS, "rejected")
@@ -172,8 +186,9 @@ async def test_wavix_answering_401_is_an_outcome_with_reason_metric_and_log(
         assert len(st.emulator.rest.start_requests) == 1  # a 4xx is never retried
         assert metric(control_metrics.STREAM_STARTS, "rejected") == before + 1
         assert metric(control_metrics.NOT_RECORDED, "stream_start_failed") == not_recorded + 1
-        assert any("denied-01" in r.getMessage() and "401" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            "denied-01" in r.getMessage() and "401" in r.getMessage() for r in caplog.records
+        )
         assert not manifests_by_call(st.store)
 
 
@@ -192,15 +207,21 @@ async def test_bad_webhooks_get_their_status_and_nothing_is_published(
             assert bad.status_code == 400
             no_id = await client.post(base + WEBHOOK_SECRET, json={"event_type": "answered"})
             assert no_id.status_code == 400
-            big = await client.post(base + WEBHOOK_SECRET,
-                                    content=b'{"id": "c", "x": "' + b"a" * 4096 + b'"}')
+            big = await client.post(
+                base + WEBHOOK_SECRET, content=b'{"id": "c", "x": "' + b"a" * 4096 + b'"}'
+            )
             assert big.status_code == 413
-            unknown = await client.post(base + WEBHOOK_SECRET,
-                                        json={"uuid": 42, "event_type": "teleported"})
+            unknown = await client.post(
+                base + WEBHOOK_SECRET, json={"uuid": 42, "event_type": "teleported"}
+            )
             assert unknown.status_code == 200
         assert metric(control_metrics.WEBHOOK_EVENTS, "unknown_type") == unknown_before + 1
-        consumer = AIOKafkaConsumer(st.topics.calls, bootstrap_servers=kafka.bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            st.topics.calls,
+            bootstrap_servers=kafka.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             got = await consumer.getmany(timeout_ms=2000)
@@ -227,8 +248,12 @@ async def test_a_per_call_token_for_another_call_is_refused_while_the_right_call
         keys = streamtoken.parse_keys(TOKEN_KEYS)
         token = streamtoken.mint("victim-01", "k1", keys["k1"])
         live = LiveCall(thief, answered_at=asyncio.get_running_loop().time())
-        stolen = MediaStream(live, "stolen-stream",
-                             f"ws://127.0.0.1:{st.ingest.port}/v1/stream?token={token}", "both")
+        stolen = MediaStream(
+            live,
+            "stolen-stream",
+            f"ws://127.0.0.1:{st.ingest.port}/v1/stream?token={token}",
+            "both",
+        )
         stolen.start()
         assert stolen.task is not None
         await stolen.task
@@ -248,8 +273,12 @@ async def test_envelope_lifecycle_records_reach_the_media_topic(
     async with running_stack(kafka, minio, tmp_path) as st:
         await st.emulator.place_calls([call(1, from_number="+100", prefix="life")])
         await wait_for_manifests(st.store, 1)
-        consumer = AIOKafkaConsumer(st.topics.media, bootstrap_servers=kafka.bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            st.topics.media,
+            bootstrap_servers=kafka.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         events = []
         try:
@@ -274,8 +303,13 @@ async def test_pause_and_resume_make_one_recording_silent_in_the_pause(
         c = call(1, from_number="+4420", prefix="card", ms=4000)
         place = asyncio.create_task(st.emulator.place_calls([c]))
         live_calls = st.emulator.calls
-        await wait_until(lambda: "card-01" in live_calls and any(
-            s.frames_sent >= 30 for s in live_calls["card-01"].streams.values()), 30)
+        await wait_until(
+            lambda: (
+                "card-01" in live_calls
+                and any(s.frames_sent >= 30 for s in live_calls["card-01"].streams.values())
+            ),
+            30,
+        )
         api = f"http://127.0.0.1:{st.api_port}/v1/calls/card-01"
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
         async with httpx.AsyncClient() as client:
@@ -295,18 +329,23 @@ async def test_pause_and_resume_make_one_recording_silent_in_the_pause(
         first_s, second_s = live_calls["card-01"].streams.values()
         assert first_s.first_frame is not None and second_s.first_frame is not None
         assert len(manifest.streams) == 2
-        f0, f1, f2 = first_s.first_frame, first_s.first_frame + first_s.frames_sent, \
-            second_s.first_frame
+        f0, f1, f2 = (
+            first_s.first_frame,
+            first_s.first_frame + first_s.frames_sent,
+            second_s.first_frame,
+        )
         assert f2 > f1
         [pause] = manifest.pauses
         assert (pause.start_ms, pause.end_ms) == ((f1 - f0) * 20, (f2 - f0) * 20)
-        _, channels = wav_channels(st.store.get_bytes(f"recordings/{manifest.recording_id}/"
-                                                      "audio.wav"))
+        _, channels = wav_channels(
+            st.store.get_bytes(f"recordings/{manifest.recording_id}/audio.wav")
+        )
         frame = 960
         for track, wav in zip(("inbound", "outbound"), channels, strict=True):
             source = c.tracks[track]
-            expected = (source[f0 * frame:f1 * frame] + bytes((f2 - f1) * frame)
-                        + source[f2 * frame:])
+            expected = (
+                source[f0 * frame : f1 * frame] + bytes((f2 - f1) * frame) + source[f2 * frame :]
+            )
             assert wav == expected
         row = calls_rows(st.settings)["card-01"]
         assert row["paused_ms"] == (f2 - f1) * 20
@@ -322,8 +361,9 @@ async def test_replayed_webhooks_and_a_controller_killed_mid_run_never_start_a_s
 
     from tests.integration.controlutil import start_controller_process
 
-    async with running_stack(kafka, minio, tmp_path, control_role="api",
-                             control_session_timeout_ms=6000) as st:
+    async with running_stack(
+        kafka, minio, tmp_path, control_role="api", control_session_timeout_ms=6000
+    ) as st:
         first = await start_controller_process(st.settings, tmp_path / "first.log")
         second = await start_controller_process(st.settings, tmp_path / "second.log")
         try:
@@ -342,8 +382,10 @@ async def test_replayed_webhooks_and_a_controller_killed_mid_run_never_start_a_s
             for call_id, _ in st.emulator.rest.start_requests:
                 requests[call_id] = requests.get(call_id, 0) + 1
             assert all(n == 1 for n in requests.values()), requests
-            await wait_until(lambda: len(manifests_by_call(st.store)) == sum(
-                st.emulator.rest.starts.values()), 60)
+            await wait_until(
+                lambda: len(manifests_by_call(st.store)) == sum(st.emulator.rest.starts.values()),
+                60,
+            )
             manifests = manifests_by_call(st.store)
             for c in calls:
                 started = st.emulator.rest.starts[c.call_id]
