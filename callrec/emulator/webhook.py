@@ -98,7 +98,7 @@ class WavixEmulator:
         self.webhook_statuses.append(status)
         return status
 
-    async def _event(self, call: EmulatedCall, event_type: str, **extra: object) -> None:
+    async def _event(self, call: EmulatedCall, event_type: str, **extra: str) -> None:
         now = iso_time(time.time_ns())
         event = CallEvent(
             call_id=call.call_id,
@@ -109,8 +109,8 @@ class WavixEmulator:
             direction=call.direction,
             tag=call.tag,
             call_started=now,
-            **extra,
-        )  # type: ignore[arg-type]
+            **extra,  # type: ignore[arg-type]
+        )
         await self.post(callevents.encode(event))
 
     async def place_calls(self, calls: Sequence[EmulatedCall], *, spacing_s: float = 0.0) -> None:
