@@ -33,8 +33,8 @@ from typing import IO
 
 from callrec import wiring
 from callrec.commands_control import running_control
-from control.settings import ControlSettings
 from callrec.errors import CommandError
+from control.settings import ControlSettings
 from infra.bus.local import LocalBus
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
