@@ -43,6 +43,7 @@ async def running_control(
     from aiokafka.errors import KafkaError
 
     from callrec import wiring
+    from control import metrics as control_metrics
     from infra.webserver import WebServer
 
     api = web = controller = task = None
@@ -60,6 +61,7 @@ async def running_control(
                     log.warning("Kafka not reachable yet at %s: %r", settings.kafka_bootstrap, exc)
                     await asyncio.sleep(1)
             api.producer_started = True
+            control_metrics.READY.set(1)
             if api.forwarder is not None:
                 await api.forwarder.start()
         if settings.control_role in ("all", "controller"):
@@ -77,6 +79,7 @@ async def running_control(
     finally:
         if api is not None:
             api.draining = True
+            control_metrics.READY.set(0)
         stop.set()
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
