@@ -1,4 +1,4 @@
-"""Analyzer benchmark (DESIGN.md §7): analysis overhead, real-time factor, scale-out.
+"""Analyzer benchmark: analysis overhead, real-time factor, scale-out.
 
 One command::
 
@@ -34,21 +34,20 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.report import replace_section
+from bench.harness import report
+from bench.harness.procs import Service
+from bench.harness.topics import create_topics
 from infra.audio import load_audio
 from infra.store.local import LocalStore
 from infra.wav import read_wav
@@ -138,20 +137,6 @@ def overhead(seconds: int, repeat: int, threads: int, work: Path) -> dict[str, A
 # -- stage 3: processes ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    from deploy.local import stack
-
-    return stack.free_ports(1)[0]
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 async def publish(bootstrap: str, topic: str, events: list[envelope.RecordingFinished]) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -165,17 +150,6 @@ async def publish(bootstrap: str, topic: str, events: list[envelope.RecordingFin
         await producer.stop()
 
 
-async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 def throughput(bootstrap: str, processes: int, threads: int, recordings: int, seconds: int,
                work: Path) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
@@ -185,12 +159,12 @@ def throughput(bootstrap: str, processes: int, threads: int, recordings: int, se
     call = build_call(seconds)
     events = [archive_call(store, f"tp-{i:03d}", call, root) for i in range(recordings)]
     topic = f"callrec.recordings.bench-{run}"
-    asyncio.run(create_topic(bootstrap, topic, 4))
+    asyncio.run(create_topics(bootstrap, {topic: 4}))
     exe = Path(sys.executable).parent / "callrec"
-    procs: list[subprocess.Popen[bytes]] = []
-    ports = [free_port() for _ in range(processes)]
+    from deploy.local import stack
+
+    ports = stack.free_ports(processes)
     env = {
-        **os.environ,
         "CALLREC_KAFKA_BOOTSTRAP": bootstrap,
         "CALLREC_KAFKA_RECORDINGS_TOPIC": topic,
         "CALLREC_ARCHIVE_URI": str(root / "archive"),
@@ -201,18 +175,15 @@ def throughput(bootstrap: str, processes: int, threads: int, recordings: int, se
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": str(threads),
     }
-    logs = []
+    services = [Service("analyzer", f"analyzer-{port}",
+                        {**env, "CALLREC_ANALYZER_PORT": str(port)}, root, port=port,
+                        cmd=[str(exe), "analyzer"])
+                for port in ports]
     try:
-        for port in ports:
-            log = (root / f"analyzer-{port}.log").open("wb")
-            logs.append(log)
-            procs.append(subprocess.Popen([str(exe), "analyzer"], stdout=log, stderr=log,
-                                          env={**env, "CALLREC_ANALYZER_PORT": str(port)}))
-        deadline = time.monotonic() + 120
-        while not all(ready(p) for p in ports):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"analyzers did not become ready; logs in {root}")
-            time.sleep(0.2)
+        for service in services:
+            service.start()
+        for service in services:
+            service.wait_ready(120)
         time.sleep(3)  # let the group settle: partitions assigned to every member
         began = time.perf_counter()
         asyncio.run(publish(bootstrap, topic, events))
@@ -224,15 +195,8 @@ def throughput(bootstrap: str, processes: int, threads: int, recordings: int, se
             time.sleep(0.1)
         elapsed = time.perf_counter() - began
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for log in logs:
-            log.close()
+        for service in services:
+            service.stop(30)
     shutil.rmtree(root, ignore_errors=True)
     audio_s = recordings * seconds * 2
     return {
@@ -249,16 +213,12 @@ def throughput(bootstrap: str, processes: int, threads: int, recordings: int, se
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    if names:
-        cpu = names[0]
+    """The machine (bench/harness/report.py) and the versions of the model's libraries."""
     import ctranslate2
     import faster_whisper
 
-    return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-            f"faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}")
+    return (f"{report.machine(memory=False)}, faster-whisper {faster_whisper.__version__}, "
+            f"ctranslate2 {ctranslate2.__version__}")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -284,9 +244,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "RTF = wall time / audio seconds (duration x tracks), pauses included: the VAD "
         "drops them before the model, so a conversation's RTF is lower than that of "
-        "continuous speech (DESIGN.md's 0.027 is jfk.flac alone). The analyzer's extra work: "
-        "reading and hashing the WAV, resampling 24 kHz to 16 kHz (soxr HQ), talk detection "
-        "and levels, splitting/snapping segments, two Parquet files and the transcript JSON. "
+        "continuous speech (the reference RTF of 0.027 is jfk.flac alone). The analyzer's "
+        "extra work: reading and hashing the WAV, resampling 24 kHz to 16 kHz (soxr HQ), "
+        "talk detection and levels, splitting/snapping segments, two Parquet files and the "
+        "transcript JSON. "
         "The machine is shared (other processes run beside the benchmark), so 2 threads are "
         "not always faster than 1; the ratio, measured in alternating runs, is the figure "
         "that holds.",
@@ -316,7 +277,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_docs(section: str) -> None:
-    replace_section(DOCS, "## Analyzer", section)
+    report.replace_section(DOCS, "## Analyzer", section)
 
 
 def main(argv: list[str] | None = None) -> int:

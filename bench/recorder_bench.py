@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.report import machine, replace_section
+from bench.harness.procfs import proc_mem_kib
+from bench.harness.procs import log as harness_log
+from bench.harness.report import machine, replace_section
+from bench.harness.topics import create_topics
 from callrec import simulator, wiring
 from deploy.local import stack
 from infra.store.s3 import S3Store
@@ -49,7 +51,7 @@ MS = 1_000_000
 
 
 def log(msg: str) -> None:
-    print(f"[recorder-bench] {msg}", file=sys.stderr, flush=True)
+    harness_log(msg, prefix="recorder-bench")
 
 
 # -- data ------------------------------------------------------------------------------
@@ -103,12 +105,7 @@ async def produce(bootstrap: str, topic: str, calls: list[list[envelope.Record]]
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 4) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, {name: partitions})
 
 
 # -- services ----------------------------------------------------------------------------
@@ -277,10 +274,9 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    """VmHWM of ``pid`` in KiB, 0 when it is gone."""
+    mem = proc_mem_kib(pid)
+    return mem[1] if mem is not None else 0
 
 
 async def stage_memory(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp: Path,

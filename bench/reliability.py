@@ -34,10 +34,7 @@ import datetime
 import json
 import math
 import os
-import platform
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,16 +43,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadharness.cluster import log
+from bench.harness.procs import log
+from bench.harness.report import fmt, machine_facts, markdown_table, replace_section, text_table
 from bench.loadharness.run import Run, RunConfig
 from bench.loadharness.scenarios import BY_NAME, MATRIX, Scenario, judge
-from bench.report import replace_section
+from bench.loadharness.tables import (
+    FLAT_WITHIN,
+    MATRIX_HEAD,
+    SCALE_HEAD,
+    flatness,
+    hostile_rows,
+    matrix_rows,
+    scale_rows,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"
 BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
-FLAT_WITHIN = 0.20
-"""Target: per-call CPU at every step within 20 % of the smallest step's."""
 
 
 @dataclass
@@ -128,172 +132,7 @@ def run_scale_step(calls: int, plan: Plan, workdir: Path, keep: bool = False) ->
     return result
 
 
-# -- tables --------------------------------------------------------------------------------
-
-
-def _f(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def scale_rows(steps: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
-    for r in steps:
-        w = r["wall_s"]
-        busy = sum(r["cpu_s"].values()) + r["loadgen_cpu_s"]
-        rows.append([
-            str(r["calls"]),
-            f"{r['verified_ok']}/{r['calls']}" + ("" if not r["problems"] else " **LOSS**"),
-            _f(r["per_call_cpu_net_pct"], 3),
-            _f(r["per_call_cpu_pct_by_service"]["ingest"], 3),
-            _f(r["per_call_cpu_pct_by_service"]["recorder"], 3),
-            _f(r["per_call_cpu_pct"], 3),
-            f"{_f(r['frame_to_kafka_ms']['p50'], 1)} / {_f(r['frame_to_kafka_ms']['p99'], 1)}",
-            f"{_f(r['stop_to_archive_s']['p50'])} / {_f(r['stop_to_archive_s']['p99'])}",
-            _f(r["ingest"]["records"] / max(1.0, r["frame_to_kafka_ms"]["batches"]), 1),
-            _f(r["lag_max"], 0),
-            f"{_f(r['sender_late_ms']['p99'], 0)} / {_f(r['sender_late_ms']['max'], 0)}",
-            f"{_f(r['hwm_mib']['ingest'], 0)} / {_f(r['hwm_mib']['recorder'], 0)}",
-            _f(busy / w, 2),
-        ])
-    return rows
-
-
-SCALE_HEAD = ["calls", "verified", "per-call CPU % (net)", "ingest %", "recorder %",
-              "per-call CPU % (raw)", "frame→Kafka p50 / p99 ms",
-              "stop→archive p50 / p99 s", "records per Kafka batch", "max lag (records)",
-              "sender late p99 / max ms", "peak RSS ingest / recorder MiB",
-              "avg cores busy (all processes)"]
-
-
-def flatness(steps: list[dict[str, Any]]) -> tuple[float, bool]:
-    """(largest / smallest per-call CPU over the steps, within the target?)."""
-    values = [r["per_call_cpu_net_pct"] for r in steps if r["per_call_cpu_net_pct"] > 0]
-    if len(values) < 2:
-        return math.nan, False
-    ratio = max(values) / min(values)
-    return ratio, ratio <= 1 + FLAT_WITHIN
-
-
-def matrix_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        faults = r["faults"]
-        recovery = "; ".join(
-            f"{_f(f['recovery_s'])} s" if f.get("recovered") else "not recovered"
-            for f in faults) or "—"
-        calls_hit = {p.split(":")[0] for p in r["problems"] if p.startswith(r["name"] + "-")}
-        others = [p for p in r["problems"] if not p.startswith(r["name"] + "-")]
-        lost = f"**{len(calls_hit)}**" if calls_hit else ("0" if not others else "0*")
-        rows.append([
-            r["name"], r["scenario"]["title"],
-            f"{r['calls']} x {r['config']['duration_s']:g} s",
-            (f"{r['verified_ok']}/{r['calls']}" if r["name"] == "ingest-kill"
-             else f"{r['verified_ok'] - len(r['cut'])}/{r['calls']}"),
-            lost,
-            recovery,
-            _f(r["stop_to_archive_s"]["p99"]),
-            _notes(r),
-        ])
-    return rows
-
-
-MATRIX_HEAD = ["scenario", "fault", "calls", "kept as promised", "loss",
-               "recovery", "stop→archive p99 s", "what happened"]
-
-
-def _notes(r: dict[str, Any]) -> str:
-    notes = []
-    ing, rec = r["ingest"], r["recorder"]
-    for f in r["faults"]:
-        if "drain_s" in f:
-            notes.append(f"drained in {f['drain_s']} s (exit {f['exit_code']}); while "
-                         f"draining /readyz {f['readyz_while_draining']}, upgrade "
-                         f"{f['upgrade_while_draining']}; replacement ready in "
-                         f"{f['replacement_ready_s']} s")
-        if "archived_after_s" in f and f.get("ended_before"):
-            notes.append(f"{f['ended_before']} calls ended before the fault was lifted, all "
-                         f"archived {f['archived_after_s']} s after")
-    if r["cut"]:
-        lost_frames = sum(v["frames_sent"] - v["frames_archived"] for v in r["cut"])
-        codes = ", ".join(f"{n} x {'no close frame' if c == 'None' else c}"
-                          for c, n in r.get("close_codes_seen", {}).items()
-                          if not c.startswith("1000"))
-        where = "on the killed ingest" if r["name"] == "ingest-kill" else "cut by the fault"
-        notes.append(f"{len(r['cut'])} calls {where} (senders saw: {codes or 'no close'}) "
-                     f"archived incomplete ('{_reason(r['cut'][0]['reason'])}'), audio up to "
-                     f"the cut sample-identical; {lost_frames:,} frames sent after the cut "
-                     "never reached the archive")
-    if rec["recordings"].get("already_archived"):
-        notes.append(f"{rec['recordings']['already_archived']:.0f} recordings skipped as "
-                     "already archived")
-    if rec["s3_errors"]:
-        notes.append(f"{rec['s3_errors']:.0f} failed archive attempts retried")
-    if ing["produce_retries"] or ing["produce_failures"]:
-        notes.append(f"produce retries {ing['produce_retries']:.0f}, failures "
-                     f"{ing['produce_failures']:.0f}")
-    if ing["backpressure_s"]:
-        notes.append(f"backpressure {ing['backpressure_s']} s")
-    if r["name"] == "broker":
-        notes.append(f"frame→Kafka p99 {_f(r['frame_to_kafka_ms']['p99'] / 1000, 1)} s "
-                     f"(ingest held the audio), max lag {_f(r['lag_max'], 0)}")
-    if "hostile" in r:
-        ok = sum(c["as_documented"] for c in r["hostile"].values())
-        total = sum(c["clients"] for c in r["hostile"].values())
-        notes.append(f"{ok}/{total} hostile clients got the documented outcome")
-    if r["problems"]:
-        notes.append("problems: " + "; ".join(_reason(p) for p in r["problems"][:3])
-                     + (f" (and {len(r['problems']) - 3} more)" if len(r["problems"]) > 3
-                        else ""))
-    return "; ".join(notes) or "—"
-
-
-def _reason(text: str) -> str:
-    return re.sub(r"stream [0-9a-f-]+: ", "", text)
-
-
-def hostile_rows(r: dict[str, Any]) -> list[list[str]]:
-    return [[case, str(c["clients"]), str(c["as_documented"]), "; ".join(c["seen"])]
-            for case, c in sorted(r["hostile"].items())]
-
-
-def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [list(head), *rows]) for i in range(len(head))]
-    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
-           "-+-".join("-" * w for w in widths)]
-    out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
 # -- docs ----------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    def sh(cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, shell=True, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-    mem = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
-    return {
-        "nproc": sh("nproc"),
-        "cpu": model.group(1).strip() if model else platform.processor(),
-        "ram": f"{int(mem.group(1)) / 1024 / 1024:.1f} GiB" if mem else "?",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
 
 
 def render_scale_section(res: dict[str, Any]) -> str:
@@ -316,7 +155,7 @@ def render_scale_section(res: dict[str, Any]) -> str:
         markdown_table(SCALE_HEAD, scale_rows(steps)),
         "",
         f"- **Per-call CPU flat within {FLAT_WITHIN:.0%}** (largest / smallest step, net): "
-        f"{_f(ratio)} — {'met' if flat else '**not met**'}.",
+        f"{fmt(ratio)} — {'met' if flat else '**not met**'}.",
         f"- **Zero loss at {last['calls'] if last else '?'} calls**: "
         f"{'met' if zero_loss_top else '**not met**'}"
         + (f" ({last['verified_ok']}/{last['calls']} verified)" if last else "") + ".",
@@ -324,7 +163,7 @@ def render_scale_section(res: dict[str, Any]) -> str:
         "Per-call CPU = CPU seconds of the ingest and recorder processes (from `/proc`) from "
         "the load's start until every recording was archived, divided by calls x call "
         f"length, as % of one core; *net* subtracts their idle rate measured just before "
-        f"the load ({_f(100 * _idle(steps), 1)} % of a core for the two: Kafka probes, "
+        f"the load ({fmt(100 * _idle(steps), 1)} % of a core for the two: Kafka probes, "
         "polling). Kafka, MinIO and the load generators share the same cores and are in "
         "\"avg cores busy\" (averaged from the load's start to the last archive). "
         "Per-call CPU falls as calls are added instead of staying flat: ingest hands "
@@ -440,7 +279,7 @@ def render_reliability(res: dict[str, Any]) -> str:
             "",
             markdown_table(SCALE_HEAD, scale_rows(res["scale"])),
             "",
-            f"Per-call CPU, largest / smallest step: {_f(ratio)} (target ≤ "
+            f"Per-call CPU, largest / smallest step: {fmt(ratio)} (target ≤ "
             f"{1 + FLAT_WITHIN:.2f}: {'met' if flat else 'not met'}).",
             "",
         ]
@@ -512,7 +351,7 @@ def findings(matrix: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"- **Ingest spins a core while Kafka is away.** While the broker was down "
                 f"the ingest process used {during:.2f} cores (baseline run, same load: "
-                f"{_f(normal)}) and logged {errors:,} aiokafka ERROR lines in {seconds:.0f} s "
+                f"{fmt(normal)}) and logged {errors:,} aiokafka ERROR lines in {seconds:.0f} s "
                 "(`Unable connect to node`, `Unable to update metadata`): aiokafka's sender "
                 "forces a metadata update in a loop, without backoff, while a partition "
                 "leader is unknown. No audio was lost, but every Kafka outage costs each "
@@ -635,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res: dict[str, Any] = {
         "command": ".venv/bin/" + command,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(), "loadavg": " ".join(f"{x:.2f}" for x in load),
+        "machine": machine_facts(), "loadavg": " ".join(f"{x:.2f}" for x in load),
         "plan": plan.__dict__, "matrix": [], "scale": [], "errors": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="callrec-reliability-"))
@@ -671,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nScale curve\n")
         print(text_table(SCALE_HEAD, scale_rows(res["scale"])))
         ratio, _ = flatness(res["scale"])
-        print(f"\nper-call CPU largest/smallest: {_f(ratio)} (target <= {1 + FLAT_WITHIN:.2f})")
+        print(f"\nper-call CPU largest/smallest: {fmt(ratio)} (target <= {1 + FLAT_WITHIN:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     if args.write_docs:

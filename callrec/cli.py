@@ -230,10 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="table format: cut cells longer than N characters (0: never)")
     query.set_defaults(func=_query)
 
-    from callrec import simulator
+    from callrec import commands_compliance, simulator
 
     simulator.register(sub)
     commands_control.register(sub)
+    commands_compliance.register(sub)
     return parser
 
 

@@ -11,11 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from callrec.up import UpSettings
+from compliance.settings import ComplianceSettings
 from control.settings import ControlSettings
 from infra.settings import ArchiveSettings, ServiceSettings
 from ingest.settings import IngestSettings
 from workers.analyzer.settings import AnalyzerSettings
 from workers.recorder.settings import RecorderSettings
+
+COMPLIANCE_COMMANDS = ("verify", "hold", "retention", "erase", "export", "audit")
+"""The compliance commands (docs/compliance.md); they share one settings class."""
 
 SERVICES: dict[str, type[ServiceSettings]] = {
     "ingest": IngestSettings,
@@ -26,9 +30,13 @@ SERVICES: dict[str, type[ServiceSettings]] = {
 }
 """Each service (``callrec <name>``) and its settings class."""
 
-COMMANDS: dict[str, type[ServiceSettings]] = {**SERVICES, "query": ArchiveSettings}
-"""Every command that reads a settings class: the services and ``callrec query``
-(``callrec analyzer --backfill`` reads the analyzer's)."""
+COMMANDS: dict[str, type[ServiceSettings]] = {
+    **SERVICES,
+    "query": ArchiveSettings,
+    **dict.fromkeys(COMPLIANCE_COMMANDS, ComplianceSettings),
+}
+"""Every command that reads a settings class: the services, ``callrec query`` and the
+compliance commands (``callrec analyzer --backfill`` reads the analyzer's)."""
 
 _NO_KAFKA = "no Kafka (the local bus replaces it)"
 _KAFKA_PUBLISHER = (

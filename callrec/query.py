@@ -16,7 +16,9 @@ The archive is a local directory (embedded mode, or a copy of the bucket) or
   added later read as null from older files.
 
 The ``audit`` view is the audit trail (``audit/<seq>.json``, one entry per
-object, see compliance/audit.py), read entry by entry.
+object, see compliance/audit.py), read entry by entry; ``holds`` and
+``tombstones`` are the legal holds and erasure records (``schemas.compliance``,
+docs/compliance.md).
 
 The ``calls`` view adds ``recording_uri`` and ``manifest_uri``: the archive
 root joined with the row's ``recording_key`` / ``manifest_key``, so the links
@@ -35,7 +37,7 @@ import decimal
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -44,7 +46,9 @@ import pyarrow as pa
 
 from callrec.errors import CommandError
 from schemas.audit import AUDIT_PREFIX, audit_table
-from schemas.tables import PARTITION_COLUMN, TABLES
+from schemas.compliance import HOLDS_PREFIX, TOMBSTONES_PREFIX, holds_table, tombstones_table
+from schemas.tables import ALL_TABLES as TABLES
+from schemas.tables import PARTITION_COLUMN
 
 if TYPE_CHECKING:
     import duckdb
@@ -88,9 +92,10 @@ def connect(archive_uri: str, settings: ArchiveSettings | None = None) -> duckdb
             raise QueryError(f"archive directory {path} does not exist")
         _attach_local(con, path.resolve())
         root = str(path.resolve())
-        audit_dir = path / AUDIT_PREFIX
-        _register_audit(con, (p.read_bytes() for p in sorted(audit_dir.glob("*.json"))
-                              if not p.name.startswith(".")))
+        for prefix, register in _RECORDS:
+            folder = path / prefix
+            register(con, (p.read_bytes() for p in sorted(folder.glob("*.json"))
+                           if not p.name.startswith(".")))
     else:
         raise QueryError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
     _add_uris(con, root)
@@ -144,19 +149,20 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
     s3 = s3_filesystem(settings)
     top = f"{bucket}/{prefix}" if prefix else bucket
     base = f"{top}/tables"
-    try:
-        infos = s3.get_file_info(fs.FileSelector(f"{top}/{AUDIT_PREFIX}", allow_not_found=True))
-    except OSError as exc:
-        raise QueryError(f"cannot list s3://{top}/{AUDIT_PREFIX}: {exc}") from None
-    entries = sorted(i.path for i in infos
-                     if i.type == fs.FileType.File and i.path.endswith(".json"))
 
     def read(path: str) -> bytes:
         with s3.open_input_stream(path) as stream:
             data: bytes = stream.read()
         return data
 
-    _register_audit(con, map(read, entries))
+    for prefix, register in _RECORDS:
+        try:
+            infos = s3.get_file_info(fs.FileSelector(f"{top}/{prefix}", allow_not_found=True))
+        except OSError as exc:
+            raise QueryError(f"cannot list s3://{top}/{prefix}: {exc}") from None
+        entries = sorted(i.path for i in infos
+                         if i.type == fs.FileType.File and i.path.endswith(".json"))
+        register(con, map(read, entries))
     for name in TABLES:
         schema = _full_schema(name)
         try:
@@ -188,6 +194,24 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
 def _register_audit(con: duckdb.DuckDBPyConnection, entries: Iterable[bytes]) -> None:
     con.register("audit_arrow", audit_table(entries))
     con.execute("CREATE VIEW audit AS SELECT * FROM audit_arrow")
+
+
+def _register_holds(con: duckdb.DuckDBPyConnection, records: Iterable[bytes]) -> None:
+    con.register("holds_arrow", holds_table(records))
+    con.execute("CREATE VIEW holds AS SELECT * FROM holds_arrow")
+
+
+def _register_tombstones(con: duckdb.DuckDBPyConnection, records: Iterable[bytes]) -> None:
+    con.register("tombstones_arrow", tombstones_table(records))
+    con.execute("CREATE VIEW tombstones AS SELECT * FROM tombstones_arrow")
+
+
+_RECORDS: tuple[tuple[str, Callable[[duckdb.DuckDBPyConnection, Iterable[bytes]], None]], ...] = (
+    (AUDIT_PREFIX, _register_audit),
+    (HOLDS_PREFIX, _register_holds),
+    (TOMBSTONES_PREFIX, _register_tombstones),
+)
+"""The archive's JSON records shown as views: the audit trail, holds, tombstones."""
 
 
 def _add_uris(con: duckdb.DuckDBPyConnection, root: str) -> None:

@@ -93,13 +93,17 @@ class StreamClosed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MarkReceived(msgspec.Struct, frozen=True, kw_only=True):
-    """Kind 4: Wavix acknowledged a mark (twoway streams)."""
+    """Kind 4: Wavix acknowledged a mark (twoway streams): the audio sent before it played."""
 
     call_id: str
     stream_id: str
     name: str
     received_ns: int
+    """Unix time in ns when the ingest pod read the ``mark`` message."""
     seq: int | None = None
+    event_time: str | None = None
+    """Wavix's ``event_time`` of the mark, verbatim; added within version 1 (records
+    written before it decode with None), it places the mark on Wavix's clock."""
 
 
 class RecordingFinished(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,13 +1,15 @@
 """The analytics tables callrec writes (Parquet), their schemas and S3 layout.
 
-Four tables, each partitioned Hive-style by the UTC date of the recording start::
+Six tables, each partitioned Hive-style by the UTC date of the recording start::
 
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet
 
-- ``calls``    one row per recording (the recorder)
-- ``segments`` one row per transcript segment (the analyzer)
-- ``metrics``  one row per recording and track, plus one for the whole call (the analyzer)
-- ``control``  one row per call the control plane saw, recorded or not, with the reason
+- ``calls``        one row per recording (the recorder)
+- ``segments``     one row per transcript segment (the analyzer)
+- ``metrics``      one row per recording and track, plus one for the whole call (the analyzer)
+- ``turns``        one row per conversational turn (the analyzer)
+- ``turn_metrics`` turn-taking figures per recording and track, plus the call's (the analyzer)
+- ``control``      one row per call the control plane saw, recorded or not, with the reason
   (the controller; the file is named for the call, ``<call id>-0``, date = first event)
 
 One file per recording and table, at a key derived from the recording alone:
@@ -170,6 +172,57 @@ CONTROL = _schema(
     *_CALL_INFO,
 )
 """``control``: one row per call the control plane saw, recorded or not (the controller)."""
+TURNS = _schema(
+    "turns",
+    *_KEYS,
+    _field("turn", pa.int32(), "Index of the turn in the recording, by start, from 0."),
+    _field("track", pa.string(), "inbound or outbound: the channel that speaks."),
+    _field("speaker", pa.string(), "Speaker label of the track (caller/agent)."),
+    _field("start_ms", pa.int64(), "Turn start from the recording start."),
+    _field("end_ms", pa.int64(), "Turn end from the recording start."),
+    _field("duration_ms", pa.int64(), "end_ms - start_ms."),
+    _field("responds_to", pa.int32(),
+           "turn of the other side's turn this one answers or barged in on; null if none.",
+           nullable=True),
+    _field("response_latency_ms", pa.int64(),
+           "start_ms minus the end of the turn it answers; negative for a barge-in.",
+           nullable=True),
+    _field("barge_in", pa.bool_(), "The turn began while the other side's turn was going on."),
+    _field("yield_ms", pa.int64(),
+           "For a barge-in: how long the other side kept talking after it began.",
+           nullable=True),
+    _field("words", pa.int32(), "Transcript words attached to the turn."),
+    _field("text", pa.string(), "Transcript text of the turn (may be empty)."),
+)
+"""``turns``: one row per turn of each side (docs/analytics.md, turn-taking)."""
+
+TURN_METRICS = _schema(
+    "turn_metrics",
+    *_KEYS,
+    _field("track", pa.string(), "inbound, outbound, or call (every side together)."),
+    _field("speaker", pa.string(), "Speaker label of the track; null on the call row.",
+           nullable=True),
+    _field("turns", pa.int32(), "Turns of the side."),
+    _field("first_turn_ms", pa.int64(), "Start of the side's first turn from the recording "
+           "start; null without turns.", nullable=True),
+    _field("responses", pa.int32(), "Turns that answer the other side without barging in."),
+    _field("response_latency_p50_ms", pa.int64(), "Median response latency (nearest rank).",
+           nullable=True),
+    _field("response_latency_p90_ms", pa.int64(), "90th percentile response latency.",
+           nullable=True),
+    _field("response_latency_max_ms", pa.int64(), "Slowest response.", nullable=True),
+    _field("barge_ins", pa.int32(), "Turns of the side that began while the other spoke."),
+    _field("barged_into", pa.int32(), "Barge-ins of the other side on this side's turns."),
+    _field("yield_p50_ms", pa.int64(), "Median time this side kept talking once barged into.",
+           nullable=True),
+    _field("yield_max_ms", pa.int64(), "Longest time this side kept talking once barged into.",
+           nullable=True),
+    _field("dead_air_count", pa.int32(), "Silences of nobody's turn of at least the dead-air "
+           "length (call row; null per track).", nullable=True),
+    _field("dead_air_ms", pa.int64(), "Their total length (call row).", nullable=True),
+    _field("dead_air_longest_ms", pa.int64(), "The longest (call row).", nullable=True),
+)
+"""``turn_metrics``: turn-taking figures per track and per call (the analyzer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +239,21 @@ TABLES: dict[str, Table] = {
     "calls": Table("calls", CALLS, "One row per recording."),
     "segments": Table("segments", SEGMENTS, "One row per transcript segment."),
     "metrics": Table("metrics", METRICS, "One row per recording and track, and per call."),
+    "turns": Table("turns", TURNS, "One row per conversational turn."),
+    "turn_metrics": Table("turn_metrics", TURN_METRICS,
+                          "Turn-taking figures per recording and track, and per call."),
+}
+
+
+CALL_TABLES: dict[str, Table] = {
     "control": Table("control", CONTROL, "One row per call the control plane saw."),
 }
+"""Tables with one file per *call* (``<call id>-0``), which may exist without any
+recording: not among :data:`TABLES`, whose files belong to recordings (a manifest,
+verify, erase and export account for those)."""
+
+ALL_TABLES: dict[str, Table] = {**TABLES, **CALL_TABLES}
+"""Every table ``callrec query`` attaches."""
 
 
 def recording_id(call_id: str, part: int) -> str:
@@ -213,8 +279,8 @@ def table_key(table: str, date: str, recording_id: str) -> str:
     ``date`` is the UTC date of the recording start. Raises ``ValueError`` for an
     unknown table, a malformed date or an id that is unsafe as a file name.
     """
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    if table not in ALL_TABLES:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(ALL_TABLES)}")
     if not _DATE.fullmatch(date):
         raise ValueError(f"date {date!r} is not YYYY-MM-DD")
     _date.fromisoformat(date)  # a real calendar day

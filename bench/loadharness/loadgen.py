@@ -27,7 +27,6 @@ from __future__ import annotations
 import array
 import asyncio
 import json
-import resource
 import sys
 import time
 import uuid
@@ -35,8 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness.procfs import self_cpu_s
+from bench.harness.procs import raise_nofile
+from bench.harness.wire import Connection, open_connection
 from bench.loadharness import calls as callaudio
-from bench.loadharness.wire import Connection, open_connection
 from callrec.simulator import iso_time
 from schemas import wavix
 
@@ -125,7 +126,7 @@ class LoadGenerator:
         loop = asyncio.get_running_loop()
         base = loop.time() + (float(self.cfg["start_at"]) - time.time())
         deadline = base + float(self.cfg["deadline_s"])
-        cpu0 = _cpu_s()
+        cpu0 = self_cpu_s()
         openers = [loop.create_task(self._open(c, base)) for c in self.calls]
         next_status = loop.time()
         while self.pending_opens or self.active:
@@ -149,7 +150,7 @@ class LoadGenerator:
         self._status()
         late = sorted(self.late)
         return {
-            "cpu_s": _cpu_s() - cpu0,
+            "cpu_s": self_cpu_s() - cpu0,
             "messages": self.sent_messages,
             "late_p50_ms": _q(late, 0.5), "late_p99_ms": _q(late, 0.99),
             "late_max_ms": late[-1] if late else 0.0,
@@ -258,15 +259,9 @@ def _q(ordered: Any, q: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main(argv: list[str]) -> int:
     cfg = json.loads(Path(argv[0]).read_text())
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     callaudio.source()  # decode before the clock starts
     result = asyncio.run(LoadGenerator(cfg).run())
     Path(cfg["result"]).write_text(json.dumps(result))

@@ -30,37 +30,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import os
-import queue
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
+from bench.harness.procs import Service, log
+from bench.harness.promstats import add_buckets, histogram, histogram_quantile, quantile
+from bench.harness.sampler import Sampler
+from bench.harness.topics import create_topics
 from bench.loadharness import calls as callaudio
-from bench.loadharness.cluster import (
-    REPO,
-    Sampler,
-    Service,
-    add_buckets,
-    die_with_parent,
-    histogram,
-    histogram_quantile,
-    log,
-    metric_by_label,
-    metric_sum,
-    quantile,
+from bench.loadharness.figures import (
+    hostile_figures,
+    ingest_figures,
+    log_counts,
+    log_errors,
+    recorder_figures,
 )
+from bench.loadharness.loadproc import LoadProcess
 from bench.loadharness.verify import list_manifests, verify
 from deploy.local import stack
 
@@ -120,8 +113,8 @@ class Run:
         self.recorders: list[Service] = []
         self._retired: list[Service] = []
         self._serial = 0
-        self.loadgens: list[_LoadProcess] = []
-        self.hostile: _LoadProcess | None = None
+        self.loadgens: list[LoadProcess] = []
+        self.hostile: LoadProcess | None = None
         self.t0 = 0.0
         self.idle_s = cfg.idle_baseline_s
         self.events: list[tuple[float, str]] = []
@@ -150,7 +143,7 @@ class Run:
             self.kafka.start()
         if self._own_minio:
             self.minio.start()
-        asyncio.run(_create_topics(self.kafka.bootstrap, {self.topic: cfg.partitions,
+        asyncio.run(create_topics(self.kafka.bootstrap, {self.topic: cfg.partitions,
                                                           self.recordings_topic: 2}))
         import boto3
 
@@ -315,7 +308,7 @@ class Run:
         for i, calls in enumerate(plans):
             conf = {"calls": calls, "frames": frames, "start_at": self.t0,
                     "deadline_s": deadline, "result": str(self.dir / f"load{i}.json")}
-            self.loadgens.append(_LoadProcess(f"load{i}", "bench.loadharness.loadgen", conf,
+            self.loadgens.append(LoadProcess(f"load{i}", "bench.loadharness.loadgen", conf,
                                               self.dir))
         if cfg.hostile:
             ingest = self.ingests[0]
@@ -327,7 +320,7 @@ class Run:
                     "max_message_bytes": 65536, "max_invalid": 50,
                     "deadline_s": cfg.duration_s + 120,
                     "result": str(self.dir / "hostile.json")}
-            self.hostile = _LoadProcess("hostile", "bench.loadharness.hostile", conf, self.dir)
+            self.hostile = LoadProcess("hostile", "bench.loadharness.hostile", conf, self.dir)
         for proc in [*self.loadgens, *([self.hostile] if self.hostile else [])]:
             self.sampler.watch(proc.pid, proc.name, "loadgen")
         self.sampler.owed = lambda: sum(p.owed for p in self.loadgens if p.running)
@@ -480,12 +473,12 @@ class Run:
             "lag_max": max(lags, default=math.nan),
             "lag_end": lags[-1] if lags else math.nan,
             "sender_late_ms": {"p99": late_p99, "max": late_max},
-            "ingest": _ingest_figures(ingest_metrics),
-            "ingest_log_errors": self._log_errors("ingest"),
-            "ingest_log_counts": self._log_counts("ingest", (
+            "ingest": ingest_figures(ingest_metrics),
+            "ingest_log_errors": log_errors(self.dir, "ingest"),
+            "ingest_log_counts": log_counts(self.dir, "ingest", (
                 "OutOfOrderSequenceNumber", "LeaderNotAvailableError", "giving up on",
                 "close record lost", "keepalive ping timeout")),
-            "recorder": _recorder_figures(recorder_metrics),
+            "recorder": recorder_figures(recorder_metrics),
             "faults": faults,
             "events": [(round(t - self.t0, 2), label) for t, label in self.events],
             "timeline": [
@@ -496,7 +489,7 @@ class Run:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
         if hostile is not None:
-            result["hostile"] = _hostile_figures(hostile)
+            result["hostile"] = hostile_figures(hostile)
         return result
 
     def _recovery(self, fault: dict[str, Any], archived_at: dict[str, float | None],
@@ -519,27 +512,6 @@ class Run:
                 "live_after_s": round(live_at - end, 2),
                 "archived_after_s": round(archive_at - end, 2),
                 "ended_before": len(before)}
-
-    def _log_errors(self, prefix: str) -> dict[str, int]:
-        """ERROR lines in the logs of the ``prefix`` processes, by logger."""
-        counts: Counter[str] = Counter()
-        for path in self.dir.glob(f"{prefix}*.log"):
-            with path.open(errors="replace") as f:
-                for line in f:
-                    if " ERROR " in line:
-                        counts[line.split(" ERROR ", 1)[1].split(":", 1)[0]] += 1
-        return dict(counts)
-
-    def _log_counts(self, prefix: str, needles: tuple[str, ...]) -> dict[str, int]:
-        """Lines of the ``prefix`` processes' logs that contain each needle."""
-        counts = dict.fromkeys(needles, 0)
-        for path in self.dir.glob(f"{prefix}*.log"):
-            with path.open(errors="replace") as f:
-                for line in f:
-                    for needle in needles:
-                        if needle in line:
-                            counts[needle] += 1
-        return {k: v for k, v in counts.items() if v}
 
     def _during(self, k: int, fault: dict[str, Any]) -> dict[str, Any]:
         """What the processes did while fault ``k`` lasted."""
@@ -581,129 +553,3 @@ class Run:
         # while the load runs, the recorders must have read something since the last sample.
         fresh = previous is not None and tick.consumed > previous.consumed
         return fresh or not tick.load_running
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-async def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1)
-                                   for name, n in topics.items()])
-    finally:
-        await admin.close()
-
-
-def _ingest_figures(deltas: list[Any]) -> dict[str, Any]:
-    def total(name: str) -> float:
-        return sum(metric_sum(d, name) for d in deltas)
-
-    def by(name: str, label: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for d in deltas:
-            for k, v in metric_by_label(d, name, label).items():
-                if v:
-                    out[k] = out.get(k, 0.0) + v
-        return out
-
-    return {
-        "records": total("callrec_ingest_records_total"),
-        "invalid": by("callrec_ingest_invalid_messages_total", "reason"),
-        "close_codes": by("callrec_ingest_close_codes_total", "code"),
-        "connections": by("callrec_ingest_connections_total", "outcome"),
-        "streams_closed": by("callrec_ingest_streams_closed_total", "reason"),
-        "produce_retries": total("callrec_ingest_produce_retries_total"),
-        "produce_failures": total("callrec_ingest_produce_failures_total"),
-        "backpressure_s": round(total("callrec_ingest_backpressure_seconds_total"), 2),
-    }
-
-
-def _recorder_figures(deltas: list[Any]) -> dict[str, Any]:
-    def total(name: str) -> float:
-        return sum(metric_sum(d, name) for d in deltas)
-
-    outcomes: dict[str, float] = {}
-    for d in deltas:
-        for k, v in metric_by_label(d, "callrec_recorder_recordings_total", "outcome").items():
-            if v:
-                outcomes[k] = outcomes.get(k, 0.0) + v
-    return {
-        "recordings": outcomes,
-        "records": total("callrec_recorder_records_total"),
-        "late_records": total("callrec_recorder_late_records_total"),
-        "s3_errors": total("callrec_recorder_s3_errors_total"),
-        "bad_records": total("callrec_recorder_bad_records_total"),
-    }
-
-
-def _hostile_figures(results: list[dict[str, Any]]) -> dict[str, Any]:
-    cases: dict[str, dict[str, Any]] = {}
-    for r in results:
-        c = cases.setdefault(r["case"], {"clients": 0, "as_documented": 0, "seen": []})
-        c["clients"] += 1
-        c["as_documented"] += bool(r["ok"])
-        if r["got"] not in c["seen"] and len(c["seen"]) < 3:
-            c["seen"].append(r["got"])
-    return cases
-
-
-class _LoadProcess:
-    """A load generator (or hostile-client) process; its status lines are read by a thread."""
-
-    def __init__(self, name: str, module: str, conf: dict[str, Any], workdir: Path) -> None:
-        self.name = name
-        self.conf_path = workdir / f"{name}.conf.json"
-        self.conf_path.write_text(json.dumps(conf))
-        self.result_path = Path(conf["result"])
-        self._err: IO[bytes] = (workdir / f"{name}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, str(self.conf_path)], cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-        self.owed = 0
-        self.active = 0
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            with contextlib.suppress(ValueError, KeyError):
-                status = json.loads(raw)
-                self.owed, self.active = int(status["owed"]), int(status["active"])
-
-    def result(self, deadline: float) -> Any:
-        try:
-            code = self.proc.wait(max(1.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise TimeoutError(f"{self.name} still running at its deadline") from None
-        if code != 0 or not self.result_path.exists():
-            raise RuntimeError(f"{self.name} exited with {code}; see its log in "
-                               f"{self.conf_path.parent}")
-        return json.loads(self.result_path.read_text())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._err.close()

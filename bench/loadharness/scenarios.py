@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.loadharness.cluster import http_get
+from bench.harness.promstats import http_get
 from bench.loadharness.run import TOKEN, Run
 
 
@@ -24,7 +24,7 @@ class Scenario:
     title: str
     """What is done, in words, for the tables."""
     promise: str
-    """What the design promises (DESIGN.md §4, §5)."""
+    """What the design promises (docs/architecture.md "Guarantees", docs/formats.md)."""
     inject: Callable[[Run], None]
     ingests: int = 1
     recorders: int = 1

@@ -204,7 +204,7 @@ class S3Store:
         return StoredObject(key, sha256, size, content_type)
 
     def get_bytes(self, key: str) -> bytes:
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        response = self._get(key)  # ObjectNotFoundError for a missing key, as size() has
         data: bytes = response["Body"].read()
         return data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -148,3 +149,31 @@ def test_media_round_trip(chunk: int, ts: int, payload: bytes, track: str) -> No
         timestamp_ms=ts, codec="L16/24000", payload=payload, received_ns=1,
     )
     assert envelope.decode(envelope.encode(record)) == record
+
+
+class MarkBeforeEventTime(msgspec.Struct, frozen=True, kw_only=True):
+    """``MarkReceived`` as readers before ``event_time`` was added define it."""
+
+    call_id: str
+    stream_id: str
+    name: str
+    received_ns: int
+    seq: int | None = None
+
+
+def test_v1_mark_with_event_time_sample() -> None:
+    """Marks gained ``event_time`` within version 1: the fixed bytes of such a record decode
+    here, and still decode with the reader's old definition (which ignores the field)."""
+    data = sample("v1_mark_event_time.bin")
+    assert data[:4] == b"CR\x01\x04"
+    assert envelope.decode(data) == envelope.MarkReceived(
+        call_id="call-1", stream_id="stream-b", name="reply-3-played",
+        received_ns=1763712002500000000, seq=77, event_time="2025-11-21T08:00:02.480Z",
+    )
+    old = msgspec.msgpack.decode(data[4:], type=MarkBeforeEventTime)
+    assert old == MarkBeforeEventTime(call_id="call-1", stream_id="stream-b",
+                                      name="reply-3-played", received_ns=1763712002500000000,
+                                      seq=77)
+    # A mark written before the field existed reads with event_time None.
+    mark = envelope.decode(sample("v1_mark.bin"))
+    assert isinstance(mark, envelope.MarkReceived) and mark.event_time is None

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from callrec.cli import build_parser
 from callrec.configdoc import (
     COMMANDS,
+    COMPLIANCE_COMMANDS,
     IGNORED,
     TOOL_VARIABLES,
     env_name,
@@ -66,11 +67,14 @@ def test_every_variable_has_a_reader_and_every_exception_a_field() -> None:
     for cls in COMMANDS.values():
         for name in cls.model_fields:
             assert readers(name), f"{env_name(name)} is read by nobody"
-    assert readers("archive_uri") == ["recorder", "analyzer", "up", "control", "query"]
+    compliance = list(COMPLIANCE_COMMANDS)
+    assert readers("archive_uri") == ["recorder", "analyzer", "up", "control", "query",
+                                      *compliance]
     assert readers("kafka_bootstrap") == ["ingest", "recorder", "analyzer", "control"]
     assert readers("kafka_media_topic") == ["ingest", "recorder", "up", "control"]
     assert readers("recorder_spill_dir") == ["recorder"]
-    assert readers("s3_object_lock_mode") == ["recorder", "analyzer", "up"]
+    assert readers("s3_object_lock_mode") == ["recorder", "analyzer", "up", *compliance]
+    assert readers("retention_days") == compliance
 
 
 def test_the_tool_variables_are_the_ones_the_tools_read(

@@ -68,9 +68,7 @@ def test_every_table_is_versioned_and_keyed_by_recording():
         meta = table.schema.metadata
         assert meta[b"callrec.schema_version"] == str(SCHEMA_VERSION).encode()
         assert meta[b"callrec.table"] == name.encode()
-        # control has one row per call, not per recording
-        keys = ["call_id"] if name == "control" else ["call_id", "part", "recording_id"]
-        assert table.schema.names[: len(keys)] == keys
+        assert table.schema.names[:3] == ["call_id", "part", "recording_id"]
         assert PARTITION_COLUMN not in table.schema.names, "the partition lives in the path"
         assert all(f.metadata and f.metadata[b"description"] for f in table.schema)
     assert TABLES["calls"].schema.field("start_time").type == pa.timestamp("ms", tz="UTC")

@@ -12,6 +12,8 @@ Reads, then writes, in this order (the transcript is the "done" marker)::
     recordings/<id>/audio.wav ─────┴▶ per track: talk detection, levels, transcription
     ─▶ tables/segments/date=YYYY-MM-DD/<id>.parquet
     ─▶ tables/metrics/date=YYYY-MM-DD/<id>.parquet
+    ─▶ tables/turns/date=YYYY-MM-DD/<id>.parquet         (turn-taking: workers/analyzer/turns.py)
+    ─▶ tables/turn_metrics/date=YYYY-MM-DD/<id>.parquet
     ─▶ recordings/<id>/transcript.json          written last
 
 Idempotent: every object's bytes depend only on the recording and on the
@@ -57,7 +59,7 @@ from schemas.layout import (
 )
 from schemas.manifest import Manifest, decode_manifest
 from schemas.tables import table_key
-from workers.analyzer import callmetrics
+from workers.analyzer import callmetrics, turns
 from workers.analyzer.callmetrics import Interval, TalkDetector
 from workers.analyzer.errors import (
     AudioFormatError,
@@ -68,6 +70,7 @@ from workers.analyzer.transcribe import (
     Transcriber,
     to_model_input,
 )
+from workers.analyzer.turns import TurnRules
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ class AnalysisConfig:
     """Track → speaker name in ``segments.speaker``; a track without a label is its own name."""
     talk: TalkDetector = field(default_factory=TalkDetector)
     """Parameters of the talk detector (callmetrics)."""
+    turns: TurnRules = field(default_factory=TurnRules)
+    """Parameters of turn-taking (workers/analyzer/turns.py)."""
 
     def speaker(self, track: str) -> str:
         return self.speaker_labels.get(track, track)
@@ -133,6 +138,7 @@ def fingerprint(transcriber: Transcriber, config: AnalysisConfig) -> dict[str, A
         "transcriber": dict(transcriber.fingerprint),
         "talk_detector": asdict(config.talk),
         "speaker_labels": dict(sorted(config.speaker_labels.items())),
+        "turns": asdict(config.turns),
     })
 
 
@@ -175,7 +181,7 @@ def analyze_recording(
     duration_ms = frames * 1000 // rate
     tracks = sorted(manifest.tracks, key=lambda t: manifest.channels.get(t, 0))
 
-    pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses]
+    pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses or []]
     talk: dict[str, list[Interval]] = {}
     segments: dict[str, list[Segment]] = {}
     transcribe_seconds = 0.0
@@ -195,9 +201,14 @@ def analyze_recording(
     transcript = _transcript(manifest, tracks, segments, talk, duration_ms,
                              expected_sha, wanted, config)
     del channels
+    turn_list = turns.find_turns(talk, tracks, config.turns)
+    turn_rows = turns.turn_rows(_keys(manifest), turn_list, segments, config.speaker)
+    turn_metric_rows = turns.turn_metric_rows(_keys(manifest), tracks, turn_list, config.turns,
+                                              config.speaker, CALL_TRACK)
 
     written = []
-    for name, rows in (("segments", segment_rows), ("metrics", metric_rows)):
+    for name, rows in (("segments", segment_rows), ("metrics", metric_rows),
+                       ("turns", turn_rows), ("turn_metrics", turn_metric_rows)):
         key = table_key(name, manifest.date, rec_id)
         store.put_bytes(key, rows_to_parquet(name, rows), PARQUET_TYPE)
         written.append(key)

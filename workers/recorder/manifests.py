@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from schemas.custody import iso_time, parse_iso_ns
 from schemas.manifest import CallInfo, Manifest, ObjectEntry, PauseEntry, start_ns
 from workers.recorder.reassembly import RecordingResult
@@ -41,8 +43,9 @@ def build_manifest(
         streams=list(result.streams),
         counts={t.track: t.counts for t in result.tracks},
         objects=sorted(objects, key=lambda o: o.key),
-        call=call,
-        pauses=list(pauses),
+        call=call if call is not None else msgspec.UNSET,
+        pauses=list(pauses) if pauses else msgspec.UNSET,
+        timeline=list(result.timeline) if result.timeline else msgspec.UNSET,
     )
 
 
@@ -82,8 +85,9 @@ def calls_row(
         "overlaps": sum(c.overlaps for c in counts),
         "streams": len(manifest.streams),
         "ingest_pods": sorted({p for s in manifest.streams for p in s.ingest_pods}),
-        **call_columns(manifest.call),
-        "paused_ms": sum(p.end_ms - p.start_ms for p in manifest.pauses) if manifest.call else None,
+        **call_columns(manifest.call or None),
+        "paused_ms": (sum(p.end_ms - p.start_ms for p in manifest.pauses or [])
+                      if manifest.call else None),
     }
 
 

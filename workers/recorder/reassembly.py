@@ -42,7 +42,14 @@ from typing import BinaryIO, Literal, TypeVar, assert_never
 from schemas import envelope
 from schemas.codecs import CODECS as _KNOWN_CODECS
 from schemas.codecs import DEFAULT_CODEC, Codec, codec_by_id
-from schemas.custody import CloseEntry, StreamCustody, TrackCounts, iso_time, parse_iso_ns
+from schemas.custody import (
+    CloseEntry,
+    StreamCustody,
+    TimelineEntry,
+    TrackCounts,
+    iso_time,
+    parse_iso_ns,
+)
 from schemas.errors import UnknownCodecError
 from schemas.wavix import Track
 from workers.recorder.errors import FinalizedError, ReassemblyError, WrongCallError
@@ -60,6 +67,10 @@ _IO_BUFFER = 64 * 1024
 _SILENCE_BLOCK = 64 * 1024
 _PRECISE_TIME = re.compile(r"\d{2}:\d{2}:\d{2}[.,]\d{3}")
 _ZONED_TIME = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+
+MAX_MARKS = 10_000
+"""Marks kept per stream for the manifest's timeline (a few hundred bytes each); later
+ones are counted in ``StreamCustody.marks`` but not listed, so RAM stays bounded."""
 
 Clock = Literal["event_time", "received", "none"]
 """Which clock aligned the streams: Wavix ``event_time``, ingest ``received_ns``, or none."""
@@ -224,6 +235,8 @@ class RecordingResult:
     complete: bool
     reason: str
     """Empty when complete; otherwise every reason, ``; ``-separated, in a fixed order."""
+    timeline: tuple[TimelineEntry, ...] = ()
+    """Marks of the streams placed in the recording's time (:func:`_timeline`)."""
 
     @property
     def track_paths(self) -> list[Path]:
@@ -250,6 +263,8 @@ class _Stream:
         self.chunks = 0  # media records received, whatever became of them
         self.rejected = 0  # media records with an unknown codec, or not their spool's
         self.marks = 0
+        self.mark_records: set[envelope.MarkReceived] = set()
+        """Distinct marks (a replayed record is the same record), up to MAX_MARKS."""
 
     @property
     def first_start(self) -> envelope.StreamStarted | None:
@@ -326,7 +341,10 @@ class RecordingAssembler:
         st.closes[record.connection_id] = _earlier(old, record)
 
     def add_mark(self, record: envelope.MarkReceived) -> None:
-        self._stream(record.call_id, record.stream_id).marks += 1
+        st = self._stream(record.call_id, record.stream_id)
+        st.marks += 1
+        if len(st.mark_records) < MAX_MARKS:
+            st.mark_records.add(record)
 
     def add_chunk(self, record: envelope.MediaChunk) -> None:
         st = self._stream(record.call_id, record.stream_id)
@@ -421,6 +439,7 @@ class RecordingAssembler:
             streams=tuple(custody),
             complete=not reasons,
             reason="; ".join(reasons),
+            timeline=tuple(_timeline(order, clock, offsets)),
         )
         self._failed = False
         return self._result
@@ -497,6 +516,37 @@ def _align(streams: list[_Stream]) -> tuple[Clock, int, dict[str, int]]:
     if clock == "event_time" and first_event and _ZONED_TIME.search(first_event):
         return clock, times[first], offsets
     return clock, received[first], offsets
+
+
+def _timeline(order: list[_Stream], clock: Clock, offsets: dict[str, int]) -> list[TimelineEntry]:
+    """Every stream's marks placed in the recording, as its audio is: the stream's offset
+    plus the mark's time since the stream's start, on the recording's clock (Wavix
+    ``event_time`` when the recording is aligned on it and the mark has one; else the
+    ingest pods' receive times). A function of the set of records, like the audio."""
+    out: list[TimelineEntry] = []
+    for st in order:
+        received0 = min((r.received_ns for r in st.starts.values()), default=None)
+        event0 = min((t for r in st.starts.values()
+                      if (t := event_time_ns(r.event_time)) is not None), default=None)
+        for mark in st.mark_records:
+            at: int | None = None
+            used: Clock = "received"
+            mark_event = event_time_ns(mark.event_time)
+            if clock == "event_time" and event0 is not None and mark_event is not None:
+                at, used = offsets[st.stream_id] + _round_ms(mark_event - event0), "event_time"
+            elif received0 is not None:
+                at = offsets[st.stream_id] + _round_ms(mark.received_ns - received0)
+            out.append(TimelineEntry(
+                at_ms=at, kind="mark", stream_id=st.stream_id, name=mark.name, seq=mark.seq,
+                event_time=mark.event_time, received=iso_time(mark.received_ns, 6), clock=used,
+            ))
+    out.sort(key=lambda e: (e.at_ms is None, e.at_ms or 0, e.stream_id, e.received, e.name,
+                            e.seq or 0, e.event_time or ""))
+    return out
+
+
+def _round_ms(ns: int) -> int:
+    return (ns + 500_000) // 1_000_000
 
 
 def _recording_codec(order: list[_Stream]) -> Codec:

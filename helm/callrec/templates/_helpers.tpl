@@ -138,7 +138,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if eq .component "recorder" }}
 {{- $_ := set $env "CALLREC_RECORDER_PORT" $v.recorder.port }}
 {{- $_ := set $env "CALLREC_RECORDER_SPILL_DIR" $v.recorder.spill.mountPath }}
-{{- else }}
+{{- else if eq .component "analyzer" }}
 {{- $_ := set $env "CALLREC_ANALYZER_PORT" $v.analyzer.port }}
 {{- $_ := set $env "CALLREC_ANALYZER_SHUTDOWN_GRACE_S" $v.analyzer.shutdown.graceSeconds }}
 {{- $_ := set $env "CALLREC_ANALYZER_DEVICE" (ternary "cuda" "cpu" $v.analyzer.gpu.enabled) }}

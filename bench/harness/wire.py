@@ -8,6 +8,7 @@ test. Here the handshake, pings, close handshake and framing (random masks
 included) are websockets' own sans-I/O code, but there is no task, lock or
 future per message: sending a frame is ``send_text`` + one ``transport.write``,
 ~3 µs. The sender paces itself and watches ``paused`` (TCP backpressure).
+:meth:`Connection.write` sends frames built beforehand, cheaper still.
 """
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ class Connection(asyncio.Protocol):
     def flush(self) -> None:
         """Write every frame queued with ``flush=False``."""
         self._flush()
+
+    def write(self, frames: bytes) -> None:
+        """Write bytes that are already client WebSocket frames, bypassing the protocol.
+
+        The ingest benchmark's load generator frames its messages itself from templates
+        (bench/ingestbench/frames.py): its cost per message stays a ``transport.write``.
+        """
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frames)
 
     async def writable(self) -> None:
         """Wait until the transport takes data again (or the connection is gone)."""
