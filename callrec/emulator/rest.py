@@ -43,9 +43,12 @@ class WavixRest:
     """The REST API over the emulator's live calls."""
 
     def __init__(
-        self, api_key: str, calls: dict[str, LiveCall], *, timeout_s: float = 30.0
+        self, api_key: str, calls: dict[str, LiveCall], *, timeout_s: float = 30.0,
+        open_streams: bool = True,
     ) -> None:
         self.api_key = api_key.encode()
+        self.open_streams = open_streams
+        """False: answer stream starts without opening a media stream (benchmarks)."""
         self.calls = calls
         self.timeout_s = timeout_s
         """How long an injected ``timeout`` holds the answer."""
@@ -120,7 +123,8 @@ class WavixRest:
         stream = MediaStream(live, stream_id, url, channel, stream_type)
         live.streams[stream_id] = stream
         self.starts[call_id] += 1
-        stream.start()
+        if self.open_streams:
+            stream.start()
         if self.on_start is not None:
             self.on_start(call_id)
         return JSONResponse({"success": True, "stream_id": stream_id})
