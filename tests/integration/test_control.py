@@ -398,3 +398,35 @@ async def test_replayed_webhooks_and_a_controller_killed_mid_run_never_start_a_s
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
                     await proc.wait()
+
+
+async def test_callrec_simulate_emulates_wavix_for_a_control_plane(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path
+) -> None:
+    """``callrec simulate FILE --emulate-wavix WEBHOOK``: the CLI plays Wavix end to end."""
+    import socket
+    import sys
+
+    from tests.integration.controlutil import API_KEY
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    jfk = Path(__file__).parents[1] / "data" / "jfk.flac"
+    async with running_stack(kafka, minio, tmp_path,
+                             wavix_api_url=f"http://127.0.0.1:{port}") as st:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrec.cli", "simulate", str(jfk),
+            "--emulate-wavix", st.webhook_url, "--calls", "2", "--unanswered", "1",
+            "--wavix-port", str(port), "--wavix-api-key", API_KEY,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert "streams started: 1" in out.decode()
+        [key] = await wait_for_manifests(st.store, 1)
+        manifest = load_manifest(st.store, key)
+        assert manifest.call_id == "emu-0002"
+        assert manifest.call and manifest.call.from_number == "+442079460002"
+        assert 10_000 < manifest.duration_ms < 12_000
+        await wait_until(lambda: len(control_rows(st.settings)) == 2, 30)
+        assert control_rows(st.settings)["emu-0001"]["reason"] == "not_answered: busy"
