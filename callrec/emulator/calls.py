@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from callrec.simulator.messages import FRAME_MS
 from schemas.codecs import DEFAULT_CODEC, Codec
 from schemas.wavix import Track
+
+FRAME_MS = 20
+"""Audio per media message, as Wavix sends it (the simulator's frame too)."""
 
 
 @dataclass(frozen=True)

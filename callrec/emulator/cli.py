@@ -17,7 +17,6 @@ from collections import Counter
 from callrec.emulator.calls import EmulatedCall
 from callrec.emulator.webhook import WavixEmulator
 from callrec.logs import configure_logging
-from callrec.simulator.calls import build_calls
 from infra.audio import AudioFileError
 from schemas.codecs import codec_by_id
 
@@ -42,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The simulator's audio loading; imported here because callrec.simulator imports us.
+    from callrec.simulator.calls import build_calls
+
     configure_logging("INFO" if args.verbose else "WARNING")
     codec = codec_by_id(args.codec)
     try:

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from callrec.emulator.calls import EmulatedCall
-from callrec.simulator.messages import FRAME_MS
+from callrec.emulator.calls import FRAME_MS, EmulatedCall
 from schemas import wavix
 from schemas.custody import iso_time
 from schemas.wavix import Track

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from callrec.emulator.calls import EmulatedCall
+from callrec.emulator.calls import FRAME_MS, EmulatedCall
 from callrec.emulator.gateway import LiveCall
 from callrec.emulator.rest import WavixRest
-from callrec.simulator.messages import FRAME_MS
 from infra.webserver import WebServer
 from schemas import callevents
 from schemas.callevents import CallEvent
