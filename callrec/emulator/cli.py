@@ -25,17 +25,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group(
         "Wavix emulator (docs/control.md)",
         "With --emulate-wavix, act as Wavix's REST API, call events and media gateway "
-        "together instead of streaming to --url directly.")
-    group.add_argument("--emulate-wavix", metavar="WEBHOOK_URL",
-                       help="post call events to this control-plane webhook URL")
-    group.add_argument("--wavix-port", type=int, default=8099,
-                       help="port of the emulated REST API (default: %(default)s)")
-    group.add_argument("--wavix-api-key", default="emulator-key",
-                       help="API key the emulated REST API accepts (default: %(default)s)")
-    group.add_argument("--unanswered", type=int, default=0, metavar="N",
-                       help="of the calls, N ring and end busy")
-    group.add_argument("--from-number", default="+442079460000",
-                       help="caller number of the calls; the call index is added")
+        "together instead of streaming to --url directly.",
+    )
+    group.add_argument(
+        "--emulate-wavix",
+        metavar="WEBHOOK_URL",
+        help="post call events to this control-plane webhook URL",
+    )
+    group.add_argument(
+        "--wavix-port",
+        type=int,
+        default=8099,
+        help="port of the emulated REST API (default: %(default)s)",
+    )
+    group.add_argument(
+        "--wavix-api-key",
+        default="emulator-key",
+        help="API key the emulated REST API accepts (default: %(default)s)",
+    )
+    group.add_argument(
+        "--unanswered", type=int, default=0, metavar="N", help="of the calls, N ring and end busy"
+    )
+    group.add_argument(
+        "--from-number",
+        default="+442079460000",
+        help="caller number of the calls; the call index is added",
+    )
     group.add_argument("--to-number", default="+15550100", help="called number")
     group.add_argument("--direction", choices=("inbound", "outbound"), default="inbound")
 
@@ -54,25 +69,31 @@ def run(args: argparse.Namespace) -> int:
     base = int(args.from_number.lstrip("+") or "0")
     calls = [
         EmulatedCall(
-            call_id=f"emu-{n:04d}", from_number=f"+{base + n}", to_number=args.to_number,
-            direction=args.direction, answered=n > args.unanswered,
-            tracks=dict(template.tracks), codec=codec,
+            call_id=f"emu-{n:04d}",
+            from_number=f"+{base + n}",
+            to_number=args.to_number,
+            direction=args.direction,
+            answered=n > args.unanswered,
+            tracks=dict(template.tracks),
+            codec=codec,
         )
         for n in range(1, args.calls + 1)
     ]
 
     async def main() -> Counter[int]:
-        emulator = WavixEmulator(api_key=args.wavix_api_key, webhook_url=args.emulate_wavix,
-                                 port=args.wavix_port)
+        emulator = WavixEmulator(
+            api_key=args.wavix_api_key, webhook_url=args.emulate_wavix, port=args.wavix_port
+        )
         await emulator.start()
-        print(f"Wavix emulator: REST API on {emulator.api_url}, {len(calls)} calls",
-              flush=True)
+        print(f"Wavix emulator: REST API on {emulator.api_url}, {len(calls)} calls", flush=True)
         try:
             await emulator.place_calls(calls, spacing_s=0.05)
         finally:
             await emulator.close()
-        print(f"streams started: {sum(emulator.rest.starts.values())}, "
-              f"start requests: {len(emulator.rest.start_requests)}")
+        print(
+            f"streams started: {sum(emulator.rest.starts.values())}, "
+            f"start requests: {len(emulator.rest.start_requests)}"
+        )
         return Counter(emulator.webhook_statuses)
 
     statuses = asyncio.run(main())

@@ -43,7 +43,11 @@ class WavixRest:
     """The REST API over the emulator's live calls."""
 
     def __init__(
-        self, api_key: str, calls: dict[str, LiveCall], *, timeout_s: float = 30.0,
+        self,
+        api_key: str,
+        calls: dict[str, LiveCall],
+        *,
+        timeout_s: float = 30.0,
         open_streams: bool = True,
     ) -> None:
         self.api_key = api_key.encode()

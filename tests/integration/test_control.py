@@ -413,13 +413,28 @@ async def test_callrec_simulate_emulates_wavix_for_a_control_plane(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     jfk = Path(__file__).parents[1] / "data" / "jfk.flac"
-    async with running_stack(kafka, minio, tmp_path,
-                             wavix_api_url=f"http://127.0.0.1:{port}") as st:
+    async with running_stack(
+        kafka, minio, tmp_path, wavix_api_url=f"http://127.0.0.1:{port}"
+    ) as st:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callrec.cli", "simulate", str(jfk),
-            "--emulate-wavix", st.webhook_url, "--calls", "2", "--unanswered", "1",
-            "--wavix-port", str(port), "--wavix-api-key", API_KEY,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "callrec.cli",
+            "simulate",
+            str(jfk),
+            "--emulate-wavix",
+            st.webhook_url,
+            "--calls",
+            "2",
+            "--unanswered",
+            "1",
+            "--wavix-port",
+            str(port),
+            "--wavix-api-key",
+            API_KEY,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         assert "streams started: 1" in out.decode()
@@ -430,3 +445,40 @@ async def test_callrec_simulate_emulates_wavix_for_a_control_plane(
         assert 10_000 < manifest.duration_ms < 12_000
         await wait_until(lambda: len(control_rows(st.settings)) == 2, 30)
         assert control_rows(st.settings)["emu-0001"]["reason"] == "not_answered: busy"
+
+
+async def test_every_event_is_forwarded_to_the_users_url_with_retries(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path
+) -> None:
+    """A number has one callback URL: callrec forwards what it gets, retrying a 5xx, and
+    recording does not wait for it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from infra.webserver import WebServer
+
+    received: list[bytes] = []
+    answers = iter([500])
+
+    async def collect(request: Request) -> PlainTextResponse:
+        status = next(answers, 200)
+        if status == 200:
+            received.append(await request.body())
+        return PlainTextResponse("", status_code=status)
+
+    server = WebServer(
+        Starlette(routes=[Route("/hook", collect, methods=["POST"])]), "127.0.0.1", 0
+    )
+    await server.start()
+    try:
+        async with running_stack(
+            kafka, minio, tmp_path, control_forward_url=f"http://127.0.0.1:{server.port}/hook"
+        ) as st:
+            await st.emulator.place_calls([call(1, from_number="+100", prefix="fwd")])
+            await wait_for_manifests(st.store, 1)
+            await wait_until(lambda: len(received) == len(st.emulator.posted), 30)
+            assert sorted(received) == sorted(st.emulator.posted)
+    finally:
+        await server.stop()
