@@ -3,6 +3,8 @@
 ::
 
     IngestError
+    ├── AnonymousAccessRefused   at start-up: no stream token configured, anonymous
+    │                            access not asked for, and not bound to loopback
     ├── SkippedMessage           one message is counted and skipped; the stream goes on
     └── StreamRefused            the connection is closed with ``close_code``
         ├── TooManyInvalid       1008: more invalid messages than allowed
@@ -38,6 +40,12 @@ class IngestError(Exception):
 
     reason = "ingest_error"
     retriable = False
+
+
+class AnonymousAccessRefused(IngestError):
+    """Ingest would accept streams from anyone: refused at start-up (docs/operations.md)."""
+
+    reason = "anonymous_access_refused"
 
 
 class SkippedMessage(IngestError):

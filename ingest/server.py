@@ -16,6 +16,14 @@ has no room (Kafka slow or away) the socket is not read (backpressure). When
 the socket ends for any reason a ``StreamClosed`` record is written after every
 chunk of the stream has been acknowledged.
 
+Coalescing (``CALLREC_INGEST_COALESCE_MS`` > 0): a stream's media frames are
+gathered into one ``MediaBatch`` record per window instead of one ``MediaChunk``
+each; one server timer writes the batches whose window is over, and a batch is
+written at once when full, on ``stop``, before a ``mark``, when the socket
+stops being read for want of room, and when the stream ends (before its close
+record). Frames still in a window are read but not yet offered: not
+acknowledged (docs/reliability.md).
+
 Shutdown (SIGTERM): ``/readyz`` and new stream upgrades answer 503 (the port
 stays open so probes see it), live streams continue for ``ingest_drain_grace_s``;
 those still open are then closed with 1001, their close records written, the
@@ -28,7 +36,9 @@ import asyncio
 import collections
 import hmac
 import http
+import ipaddress
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -44,8 +54,10 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event
 from websockets.typing import BytesLike
 
+from infra.logsafe import install_token_redaction, safe
 from ingest import metrics
 from ingest.errors import (
+    AnonymousAccessRefused,
     CallTokenMismatch,
     CloseCode,
     IdleTimeout,
@@ -69,6 +81,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/v1/stream"
+COALESCE_MAX_BYTES = 64 * 1024
+"""Audio in one coalesced record at most: far below a Kafka batch (the publisher's 256 KiB)."""
 
 
 class IngestConnection(ServerConnection):
@@ -140,8 +154,9 @@ class _OpenStream:
     when it has room again. Nothing read is dropped, unless the stream failed.
     """
 
-    __slots__ = ("call_token", "failure", "failures_seen", "held_since", "key", "last_seen",
-                 "partition", "pending", "server", "session", "settled", "unacked", "ws")
+    __slots__ = ("call_token", "failure", "failures_seen", "frame_bytes", "frames",
+                 "held_since", "key", "last_seen", "partition", "pending", "server", "session",
+                 "settled", "unacked", "ws")
 
     def __init__(self, server: IngestServer, ws: IngestConnection,
                  session: StreamSession) -> None:
@@ -162,6 +177,9 @@ class _OpenStream:
         self.partition = 0
         self.call_token: str | None = None
         """The per-call token this connection was opened with; its ``start`` must match."""
+        self.frames: list[envelope.MediaFrame] = []
+        """Frames read in the current coalescing window, not yet offered."""
+        self.frame_bytes = 0
 
     def feed(self, data: BytesLike) -> None:
         self.last_seen = time.monotonic()
@@ -175,6 +193,9 @@ class _OpenStream:
         self._take(data)
 
     def _hold(self) -> None:
+        self.flush()  # no more frames come in while paused: waiting would only add latency
+        if self.failure is not None:
+            return  # the flush found the stream failed (its Kafka batch given up): closing
         self.held_since = time.perf_counter()
         self.settled.clear()
         self.ws.transport.pause_reading()
@@ -190,6 +211,7 @@ class _OpenStream:
         while pending and self.failure is None and publisher.has_room(waiting=True):
             self._take(pending.popleft())
         if pending and self.failure is None:
+            self.flush()
             publisher.when_room(self.resume)
             return
         self._settle()
@@ -218,16 +240,24 @@ class _OpenStream:
                 self.fail(TooManyInvalid(f"{session.invalid} invalid messages"))
             return
         except Exception:
-            log.exception("stream %s/%s failed", session.call_id, session.stream_id)
+            log.exception("call_id=%s stream %s failed", safe(session.call_id),
+                          safe(session.stream_id))
             self.fail(StreamRefused("internal error"))
             return
         if record is None:
             hot.messages[session.last_event] += 1
+            if session.stopped:
+                self.flush()
             return
         if type(record) is envelope.MediaChunk:
             hot.messages["media"] += 1
             hot.audio_bytes += len(record.payload)
+            if server.coalesce_s:
+                self._coalesce(record)
+                return
+            hot.published_frames += 1
         else:
+            self.flush()  # a mark follows the frames read before it
             hot.messages[_EVENT_OF[type(record)]] += 1
             if isinstance(record, envelope.StreamStarted):
                 if self.call_token is not None and not server.token_fits(
@@ -247,12 +277,46 @@ class _OpenStream:
                     return
                 self.key = record.call_id.encode()
                 self.partition = server.publisher.partition_for(self.key)
-        done = server.publisher.offer(self.partition, self.key, envelope.encode(record))
+        self._offer(envelope.encode(record))
+
+    def _offer(self, value: bytes) -> None:
+        publisher = self.server.publisher
+        done = publisher.offer(self.partition, self.key, value)
         unacked = self.unacked
         if not unacked or unacked[-1] is not done:  # else: same batch as the previous record
             unacked.append(done)
-        if unacked[0].done() or server.publisher.failures != self.failures_seen:
+        if unacked[0].done() or publisher.failures != self.failures_seen:
             self.collect_acks()
+
+    def _coalesce(self, chunk: envelope.MediaChunk) -> None:
+        """Add a frame to the stream's window; write the batch at once when it is full."""
+        frames = self.frames
+        frames.append(envelope.MediaFrame(
+            track=chunk.track, chunk=chunk.chunk, timestamp_ms=chunk.timestamp_ms,
+            payload=chunk.payload, received_ns=chunk.received_ns, seq=chunk.seq,
+        ))
+        self.frame_bytes += len(chunk.payload)
+        if len(frames) == 1:
+            self.server.window_opened(self)
+        if (len(frames) >= self.server.coalesce_max_frames
+                or self.frame_bytes >= COALESCE_MAX_BYTES):
+            self.flush()
+
+    def flush(self) -> None:
+        """Offer the frames of the current window as one ``MediaBatch`` (if any)."""
+        self.server.window_closed(self)
+        frames = self.frames
+        if not frames:
+            return
+        self.frames = []
+        self.frame_bytes = 0
+        start = self.session.start
+        assert start is not None  # frames only follow an accepted start
+        metrics.HOT.published_frames += len(frames)
+        self._offer(envelope.encode(envelope.MediaBatch(
+            call_id=start.call_id, stream_id=start.stream_id, codec=self.session.codec.id,
+            frames=frames,
+        )))
 
     def collect_acks(self) -> None:
         """Forget acknowledged batches; one the publisher gave up on fails the stream (1013).
@@ -283,12 +347,16 @@ class _OpenStream:
         if self.failure is not None:
             return
         self.failure = failure
+        self.flush()  # what was read and taken is published, as without coalescing
         self._settle()  # frames still waiting for room are not published
         if self.ws.protocol.close_sent is None:
             metrics.CLOSE_CODES.labels(str(int(failure.close_code))).inc()
-        asyncio.get_running_loop().create_task(
+        # The loop keeps only a weak reference to a task: hold it until it is done.
+        closing = asyncio.get_running_loop().create_task(
             self.ws.close(failure.close_code, failure.reason)
         )
+        self.server.closing.add(closing)
+        closing.add_done_callback(self.server.closing.discard)
 
 
 class IngestServer:
@@ -310,6 +378,17 @@ class IngestServer:
         self._publisher_started = False
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.closing: set[asyncio.Task[None]] = set()
+        """Closing handshakes started by :meth:`_OpenStream.fail`, until they end."""
+        # Stream URLs carry tokens; websockets logs request paths at DEBUG.
+        install_token_redaction()
+        self.coalesce_s = settings.ingest_coalesce_ms / 1000
+        self.coalesce_max_frames = settings.ingest_coalesce_max_frames
+        self._coalesce_tick = self.coalesce_s / 4
+        self._windows: dict[_OpenStream, float] = {}
+        """Streams with frames in a coalescing window -> the window's end (loop time),
+        oldest first: windows have one length, so insertion order is deadline order."""
+        self._window_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -324,9 +403,12 @@ class IngestServer:
         return port
 
     async def start(self) -> None:
-        """Listen at once (probes answer); connect to Kafka in the background."""
-        if not self._tokens and not self._token_keys:
-            log.warning("CALLREC_INGEST_TOKENS is empty: streams are accepted without a token")
+        """Listen at once (probes answer); connect to Kafka in the background.
+
+        Raises :class:`AnonymousAccessRefused` when no token is configured, unless
+        anonymous access is asked for or only loopback is bound.
+        """
+        check_access(self.settings)
         self._server = await serve(
             self._handle,
             self.settings.ingest_host,
@@ -365,9 +447,14 @@ class IngestServer:
         await self.close()
 
     async def close(self) -> None:
+        for stream in list(self._windows):
+            stream.flush()
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self.closing, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -403,6 +490,39 @@ class IngestServer:
             for stream in idle:
                 stream.last_seen = float("inf")
                 stream.fail(IdleTimeout(f"no message for {timeout:.0f}s"))
+
+    # -- coalescing windows: one timer for all streams ----------------------------------
+
+    def window_opened(self, stream: _OpenStream) -> None:
+        """``stream`` took the first frame of a window: it ends ``coalesce_s`` from now."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.coalesce_s
+        self._windows[stream] = deadline
+        if self._window_timer is None:
+            self._arm_window_timer(loop, deadline)
+
+    def window_closed(self, stream: _OpenStream) -> None:
+        self._windows.pop(stream, None)
+
+    def _arm_window_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        # Fire on a grid of a quarter window, at the tick before the deadline, and flush
+        # every window ending before the next tick: a few timer calls per window for all
+        # streams together, never one per stream; a frame waits 3/4 to 4/4 of the window.
+        tick = self._coalesce_tick
+        self._window_timer = loop.call_at(math.floor(deadline / tick) * tick,
+                                          self._flush_windows)
+
+    def _flush_windows(self) -> None:
+        self._window_timer = None
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + self._coalesce_tick
+        windows = self._windows
+        while windows:
+            stream, deadline = next(iter(windows.items()))
+            if deadline > limit:
+                self._arm_window_timer(loop, deadline)
+                return
+            stream.flush()  # removes it from windows
 
     # -- HTTP, before the upgrade ------------------------------------------------------
 
@@ -474,6 +594,7 @@ class IngestServer:
             ws.attach(stream.feed)
             await ws.wait_closed()
             await stream.settled.wait()  # what was read while Kafka had no room
+            stream.flush()  # the last window, before the close record
             await asyncio.gather(*stream.unacked, return_exceptions=True)
             stream.collect_acks()
         finally:
@@ -514,17 +635,20 @@ class IngestServer:
         Connections are counted, not stream ids: a sender reusing a stream id on
         several sockets at once must not get around the limit.
         """
-        streams = self._streams_per_call.setdefault(start.call_id, {})
+        streams = self._streams_per_call.get(start.call_id, {})
         limit = (self.settings.ingest_max_oneway_streams_per_call
                  if start.stream_type == "oneway"
                  else self.settings.ingest_max_twoway_streams_per_call)
         same_type = sum(1 for t in streams.values() if t == start.stream_type)
         if same_type >= limit:
+            # Nothing is stored for a refused stream: refusals cost no memory.
             raise StreamLimitExceeded(
-                f"call_id={start.call_id} already has {same_type} {start.stream_type} "
+                f"call_id={safe(start.call_id)} already has {same_type} {start.stream_type} "
                 "streams on this pod"
             )
-        streams[start.connection_id] = start.stream_type
+        self._streams_per_call.setdefault(start.call_id, streams)[start.connection_id] = (
+            start.stream_type
+        )
 
     async def _offer_when_room(self, partition: int, key: bytes,
                                value: bytes) -> asyncio.Future[None]:
@@ -555,21 +679,52 @@ class IngestServer:
             await done
         except IngestError as exc:
             log.error("call_id=%s stream %s: close record lost: %s",
-                      session.call_id, session.stream_id, exc)
+                      safe(session.call_id), safe(session.stream_id), exc)
         streams = self._streams_per_call.get(session.start.call_id)
         if streams is not None:
             streams.pop(session.connection_id, None)
             if not streams:
                 del self._streams_per_call[session.start.call_id]
         log.info("call_id=%s stream %s closed: %s (%s), %d chunks, %d invalid",
-                 session.call_id, session.stream_id, reason, detail, session.chunks,
-                 session.invalid)
+                 safe(session.call_id), safe(session.stream_id), reason, safe(detail, 256),
+                 session.chunks, session.invalid)
 
 
 _EVENT_OF: dict[type, str] = {
     envelope.StreamStarted: "start",
     envelope.MarkReceived: "mark",
 }
+
+
+def check_access(settings: IngestSettings) -> None:
+    """Refuse (:class:`AnonymousAccessRefused`) to serve without a stream token unless
+    anonymous access is asked for, or only loopback is bound; warn when serving so.
+    Per-call stream token keys (``CALLREC_STREAM_TOKEN_KEYS``) are authentication too."""
+    if settings.ingest_tokens or settings.stream_token_keys is not None:
+        return
+    host = settings.ingest_host
+    if settings.ingest_allow_anonymous:
+        log.warning("CALLREC_INGEST_TOKENS is empty and CALLREC_INGEST_ALLOW_ANONYMOUS is "
+                    "true: streams from anyone who reaches %s are recorded", host)
+    elif _loopback(host):
+        log.warning("CALLREC_INGEST_TOKENS is empty: streams are accepted without a token "
+                    "on %s (loopback only)", host)
+    else:
+        raise AnonymousAccessRefused(
+            f"CALLREC_INGEST_TOKENS is empty and ingest binds {host!r}: anyone could record "
+            "into the archive. Set CALLREC_INGEST_TOKENS, bind 127.0.0.1 "
+            "(CALLREC_INGEST_HOST), or set CALLREC_INGEST_ALLOW_ANONYMOUS=true"
+        )
+
+
+def _loopback(host: str) -> bool:
+    """True when ``host`` binds a loopback address only (nobody else can connect)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _text(status: http.HTTPStatus, body: str) -> Response:

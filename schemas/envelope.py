@@ -7,22 +7,26 @@ Layout of a record value (documented in docs/formats.md)::
     2       1     version (1 today)
     3       1     kind: 1 media chunk, 2 stream started, 3 stream closed,
                         4 mark, 5 recording finished, 6 call event received,
-                        7 call lifecycle, 8 control state
+                        7 call lifecycle, 8 control state, 9 media batch
     4       ...   body: a MessagePack map of the kind's fields (names below)
 
-Topic ``callrec.media`` carries kinds 1 to 4 and 7 keyed by ``call_id``; topic
+Topic ``callrec.media`` carries kinds 1 to 4, 7 and 9 keyed by ``call_id``; topic
 ``callrec.recordings`` carries kind 5; ``callrec.calls`` kind 6 and the compacted
-``callrec.control`` kind 8, both keyed by ``call_id`` (docs/control.md). A reader that
-predates a kind skips its records as undecodable (new kinds keep version 1).
-The body is a map, not an array, so a later writer may add fields within a version
-and older readers ignore them; removing or changing the meaning of a field takes a
-new version, and every version this code ever wrote stays decodable
-(tests/unit/test_envelope.py holds fixed byte samples of each).
+``callrec.control`` kind 8, both keyed by ``call_id`` (docs/control.md). The body is a
+map, not an array, so a later writer may add fields within a version and older readers
+ignore them; removing or changing the meaning of a field takes a new version, and every
+version this code ever wrote stays decodable (tests/unit/test_envelope.py holds fixed
+byte samples of each).
+
+A new kind is additive (version 1 stays): a reader that predates it refuses its
+records as an unknown kind, and every record it knows still decodes. Kind 9
+(``MediaBatch``) carries consecutive frames of one stream that ingest coalesced
+(``CALLREC_INGEST_COALESCE_MS``); with coalescing off ingest writes kind 1 only.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -58,6 +62,54 @@ class MediaChunk(msgspec.Struct, frozen=True, kw_only=True):
     """The sender's ``sequence_number``, when given."""
 
 
+class MediaFrame(msgspec.Struct, frozen=True, kw_only=True):
+    """One audio chunk inside a ``MediaBatch``: what ``MediaChunk`` holds per chunk."""
+
+    track: Track
+    """``inbound`` or ``outbound`` (a ``both`` stream interleaves them in one batch)."""
+    chunk: int
+    """The sender's chunk number: order key within (stream, track)."""
+    timestamp_ms: int
+    """Milliseconds from stream start, as sent; places the chunk in time."""
+    payload: bytes
+    received_ns: int
+    """Unix time in ns when the ingest pod read the frame (custody)."""
+    seq: int | None = None
+    """The sender's ``sequence_number``, when given."""
+
+
+class MediaBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Kind 9: consecutive audio chunks of one stream, in the order ingest read them.
+
+    The same chunks as that many ``MediaChunk`` records (docs/formats.md), the fields
+    they share written once: one Kafka record per coalescing window instead of one
+    per 20 ms frame.
+    """
+
+    call_id: str
+    stream_id: str
+    codec: str
+    """Codec id of every frame's ``payload`` (``L16/24000``...)."""
+    frames: Annotated[list[MediaFrame], msgspec.Meta(min_length=1)]
+    """At least one; in arrival order (``received_ns`` never decreases)."""
+
+    @property
+    def received_ns(self) -> int:
+        """When ingest read the batch's last frame: the record's time, as for other kinds."""
+        return self.frames[-1].received_ns
+
+    def chunks(self) -> list[MediaChunk]:
+        """The batch as the ``MediaChunk`` records it stands for (tests, tools)."""
+        return [
+            MediaChunk(
+                call_id=self.call_id, stream_id=self.stream_id, track=f.track, chunk=f.chunk,
+                timestamp_ms=f.timestamp_ms, codec=self.codec, payload=f.payload,
+                received_ns=f.received_ns, seq=f.seq,
+            )
+            for f in self.frames
+        ]
+
+
 class StreamStarted(msgspec.Struct, frozen=True, kw_only=True):
     """Kind 2: a Wavix ``start`` was accepted on some ingest pod."""
 
@@ -87,7 +139,8 @@ class StreamClosed(msgspec.Struct, frozen=True, kw_only=True):
     connection_id: str
     received_ns: int
     chunks: int
-    """Media chunks this connection published (all of them precede this record)."""
+    """Media chunks this connection published (all of them precede this record); a
+    ``MediaBatch`` counts as its frames."""
     invalid: int
     """Messages this connection skipped as invalid."""
 
@@ -216,7 +269,7 @@ class ControlState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Record = (
-    MediaChunk | StreamStarted | StreamClosed | MarkReceived | RecordingFinished
+    MediaChunk | StreamStarted | StreamClosed | MarkReceived | RecordingFinished | MediaBatch
     | CallEventReceived | CallLifecycle | ControlState
 )
 
@@ -229,6 +282,7 @@ _KINDS: dict[type, int] = {
     CallEventReceived: 6,
     CallLifecycle: 7,
     ControlState: 8,
+    MediaBatch: 9,
 }
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[int, msgspec.msgpack.Decoder] = {

@@ -48,8 +48,9 @@ done
 
 call="demo-$(date +%Y%m%d-%H%M%S)"
 echo "== Streaming tests/data/stereo_diarization.wav as call ${call}-1 (caller left, agent right)"
-.venv/bin/callrec simulate tests/data/stereo_diarization.wav --layout oneway --fast \
-  --url "ws://127.0.0.1:$port/v1/stream" --token="$token" --call-id-prefix "$call"
+# The token goes in the environment, never on the command line (ps shows arguments).
+CALLREC_SIMULATE_TOKEN="$token" .venv/bin/callrec simulate tests/data/stereo_diarization.wav \
+  --layout oneway --fast --url "ws://127.0.0.1:$port/v1/stream" --call-id-prefix "$call"
 
 .venv/bin/python - "$CALLREC_UP_DATA_DIR/archive" "${call}-1-0" <<'PY'
 import sys, time

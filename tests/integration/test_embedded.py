@@ -147,13 +147,14 @@ def start_up(data: Path) -> tuple[subprocess.Popen[str], int]:
 
 
 def media_taken(port: int) -> int:
-    """Media messages ``callrec up`` has taken, from its ``/metrics``: each is counted as
-    ingest hands it to the local log, in the same step as the append."""
+    """Media frames ``callrec up`` has published, from its ``/metrics``: each is counted as
+    ingest hands it to the local log, in the same step as the append. Frames still in a
+    coalescing window (CALLREC_INGEST_COALESCE_MS) were read but not published: never
+    acknowledged, so a kill may lose them (docs/reliability.md)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
     with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    match = re.search(r'^callrec_ingest_messages_total\{event="media"\} (\S+)$', text,
-                      re.MULTILINE)
+    match = re.search(r"^callrec_ingest_published_frames_total (\S+)$", text, re.MULTILINE)
     assert match, text
     return int(float(match.group(1)))
 
@@ -208,7 +209,7 @@ async def test_kill_9_mid_call_then_restart_archives_the_audio_received_as_incom
     _, channels = wav_channels(store.get_bytes(key.replace("manifest.json", "audio.wav")))
     [stream] = report.streams
     # One connection carries both tracks, inbound then outbound in each 20 ms tick, so
-    # of the media messages ingest had taken, half (rounded up) were inbound.
+    # of the media frames ingest had published, half (rounded up) were inbound.
     taken_per_track = {"inbound": (taken + 1) // 2, "outbound": taken // 2}
     for track, recorded in zip(simulator.TRACKS, channels, strict=True):
         kept = kept_frames(recorded, call.tracks[track])

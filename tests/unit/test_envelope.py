@@ -151,6 +151,70 @@ def test_media_round_trip(chunk: int, ts: int, payload: bytes, track: str) -> No
     assert envelope.decode(envelope.encode(record)) == record
 
 
+BATCH_FRAMES = [
+    envelope.MediaFrame(track="inbound", chunk=7, timestamp_ms=120, payload=bytes(range(16)),
+                        received_ns=1763712000000000000, seq=9),
+    envelope.MediaFrame(track="outbound", chunk=7, timestamp_ms=120,
+                        payload=bytes(range(16, 32)), received_ns=1763712000000100000, seq=10),
+    envelope.MediaFrame(track="inbound", chunk=8, timestamp_ms=140,
+                        payload=bytes(range(32, 48)), received_ns=1763712000020000000),
+]
+
+
+def test_v1_media_batch_sample() -> None:
+    data = sample("v1_media_batch.bin")
+    assert data[:4] == b"CR\x01\x09"
+    record = envelope.decode(data)
+    assert record == envelope.MediaBatch(
+        call_id="call-1", stream_id="stream-a", codec="L16/24000", frames=BATCH_FRAMES
+    )
+    assert record.received_ns == 1763712000020000000  # the last frame's
+
+
+def test_a_batch_stands_for_the_media_chunks_of_its_frames() -> None:
+    record = envelope.decode(sample("v1_media_batch.bin"))
+    assert isinstance(record, envelope.MediaBatch)
+    first, second, third = record.chunks()
+    # The first frame is the v1_media.bin sample's chunk, field for field.
+    assert first == envelope.decode(sample("v1_media.bin"))
+    assert (second.track, second.chunk, second.seq) == ("outbound", 7, 10)
+    assert (third.chunk, third.seq, third.payload) == (8, None, bytes(range(32, 48)))
+
+
+def test_an_empty_batch_is_an_envelope_error() -> None:
+    empty = envelope.MediaBatch(call_id="c", stream_id="s", codec="L16/24000", frames=[])
+    with pytest.raises(EnvelopeError):
+        envelope.decode(envelope.encode(empty))
+
+
+def test_frame_fields_added_by_a_later_writer_are_ignored() -> None:
+    import msgspec
+
+    body = msgspec.msgpack.decode(sample("v1_media_batch.bin")[4:])
+    body["frames"][0]["added_later"] = "x"
+    record = envelope.decode(b"CR\x01\x09" + msgspec.msgpack.encode(body))
+    assert isinstance(record, envelope.MediaBatch) and record.frames == BATCH_FRAMES
+
+
+@given(
+    frames=st.lists(
+        st.builds(
+            envelope.MediaFrame,
+            track=st.sampled_from(["inbound", "outbound"]),
+            chunk=st.integers(min_value=0, max_value=2**40),
+            timestamp_ms=st.integers(min_value=0, max_value=2**40),
+            payload=st.binary(max_size=500),
+            received_ns=st.integers(min_value=0, max_value=2**63 - 1),
+            seq=st.none() | st.integers(min_value=0, max_value=2**40),
+        ),
+        min_size=1, max_size=20,
+    )
+)
+def test_media_batch_round_trip(frames: list[envelope.MediaFrame]) -> None:
+    record = envelope.MediaBatch(call_id="c", stream_id="s", codec="L16/24000", frames=frames)
+    assert envelope.decode(envelope.encode(record)) == record
+
+
 class MarkBeforeEventTime(msgspec.Struct, frozen=True, kw_only=True):
     """``MarkReceived`` as readers before ``event_time`` was added define it."""
 

@@ -10,6 +10,7 @@ Reads, then writes, in this order (the transcript is the "done" marker)::
 
     recordings/<id>/manifest.json ─┐  (the WAV's sha256 is checked against it)
     recordings/<id>/audio.wav ─────┴▶ per track: talk detection, levels, transcription
+                                      (to a temp file, read in windows: workers.analyzer.tracks)
     ─▶ tables/segments/date=YYYY-MM-DD/<id>.parquet
     ─▶ tables/metrics/date=YYYY-MM-DD/<id>.parquet
     ─▶ tables/turns/date=YYYY-MM-DD/<id>.parquet         (turn-taking: workers/analyzer/turns.py)
@@ -32,22 +33,23 @@ Errors: ``workers.analyzer.errors`` (none retriable but ``StoreUnavailable``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from infra.audio import decode_pcm
+from infra.logsafe import safe
 from infra.parquet import CONTENT_TYPE as PARQUET_TYPE
 from infra.parquet import rows_to_parquet
 from infra.store import ObjectStore, StoreError
-from infra.wav import WavFormatError, read_wav
+from infra.wav import WavFormatError, WavReader
 from schemas import envelope
 from schemas.codecs import Codec, codec_by_id
 from schemas.errors import UnknownCodecError
@@ -64,6 +66,14 @@ from workers.analyzer.callmetrics import Interval, TalkDetector
 from workers.analyzer.errors import (
     AudioFormatError,
     RecordingNotFoundError,
+)
+from workers.analyzer.tracks import (
+    LevelMeter,
+    channel_windows,
+    model_windows,
+    scan,
+    sha256_file,
+    shifted,
 )
 from workers.analyzer.transcribe import (
     Segment,
@@ -162,45 +172,58 @@ def analyze_recording(
     wanted = fingerprint(transcriber, config)
     if not force and analysed_with(store, rec_id) == wanted:
         log.info("call_id=%s: %s already analysed with this model, skipped",
-                 event.call_id, rec_id)
+                 safe(event.call_id), safe(rec_id))
         return AnalysisResult(rec_id, skipped=True)
 
     manifest = load_manifest(store, prefix + MANIFEST_NAME, rec_id)
-    wav = _get(store, prefix + WAV_NAME, rec_id)
     expected_sha = next((o.sha256 for o in manifest.objects if o.key == prefix + WAV_NAME), None)
-    if expected_sha is not None and hashlib.sha256(wav).hexdigest() != expected_sha:
-        raise AudioFormatError(f"{prefix}{WAV_NAME}: sha256 differs from the manifest's")
     codec = _codec(manifest)
-    try:
-        channels = read_wav(wav, codec, len(manifest.tracks))
-    except WavFormatError as exc:
-        raise AudioFormatError(str(exc)) from None
-    del wav
     rate = codec.sample_rate
-    frames = channels[0].size if channels else 0
-    duration_ms = frames * 1000 // rate
     tracks = sorted(manifest.tracks, key=lambda t: manifest.channels.get(t, 0))
+    # The WAV goes to a temporary file and is read a window at a time (workers.analyzer
+    # .tracks): memory stays flat in the call's length.
+    with tempfile.TemporaryDirectory(prefix="callrec-analyzer-") as tmp:
+        wav_path = Path(tmp) / WAV_NAME
+        _get_file(store, prefix + WAV_NAME, rec_id, wav_path)
+        if expected_sha is not None and sha256_file(wav_path) != expected_sha:
+            raise AudioFormatError(f"{prefix}{WAV_NAME}: sha256 differs from the manifest's")
+        with wav_path.open("rb") as f:
+            try:
+                reader = WavReader(f, codec, len(manifest.tracks))
+                scanned = scan(reader, rate, config.talk, clip_level(codec))
+            except WavFormatError as exc:
+                raise AudioFormatError(str(exc)) from None
+            duration_ms = scanned.frames * 1000 // rate
 
-    pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses or []]
-    talk: dict[str, list[Interval]] = {}
-    segments: dict[str, list[Segment]] = {}
-    transcribe_seconds = 0.0
-    for track in tracks:
-        samples = channels[manifest.channels.get(track, tracks.index(track))]
-        talk[track] = callmetrics.detect_talk(samples, rate, config.talk)
-        audio = to_model_input(samples, rate)
-        began = time.perf_counter()
-        segments[track] = outside_pauses(
-            [snap_to_talk(s, talk[track]) for s in transcriber.transcribe(audio)], pauses)
-        transcribe_seconds += time.perf_counter() - began
-        log.debug("call_id=%s %s: %d segments", event.call_id, track, len(segments[track]))
+            pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses or []]
+            talk: dict[str, list[Interval]] = {}
+            meters: dict[str, LevelMeter] = {}
+            segments: dict[str, list[Segment]] = {}
+            transcribe_seconds = 0.0
+            for track in tracks:
+                channel = manifest.channels.get(track, tracks.index(track))
+                talk[track] = scanned.talk[channel]
+                meters[track] = scanned.meters[channel]
+                segments[track] = []
+                windows = model_windows(scanned.frames, rate, talk[track])
+                for first, samples in channel_windows(reader, channel, windows):
+                    audio = to_model_input(samples, rate)
+                    del samples
+                    began = time.perf_counter()
+                    found = transcriber.transcribe(audio)
+                    transcribe_seconds += time.perf_counter() - began
+                    del audio
+                    offset_ms = first * 1000 // rate
+                    segments[track].extend(snap_to_talk(shifted(s, offset_ms), talk[track])
+                                           for s in found)
+                segments[track] = outside_pauses(segments[track], pauses)
+                log.debug("call_id=%s %s: %d segments in %d windows", safe(event.call_id),
+                          track, len(segments[track]), len(windows))
 
     segment_rows = _segment_rows(manifest, tracks, segments, config)
-    metric_rows = _metric_rows(manifest, tracks, channels, codec, talk, segments,
-                               duration_ms, config)
+    metric_rows = _metric_rows(manifest, tracks, meters, talk, segments, duration_ms, config)
     transcript = _transcript(manifest, tracks, segments, talk, duration_ms,
                              expected_sha, wanted, config)
-    del channels
     turn_list = turns.find_turns(talk, tracks, config.turns)
     turn_rows = turns.turn_rows(_keys(manifest), turn_list, segments, config.speaker)
     turn_metric_rows = turns.turn_metric_rows(_keys(manifest), tracks, turn_list, config.turns,
@@ -299,6 +322,17 @@ def _get(store: ObjectStore, key: str, rec_id: str) -> bytes:
         raise
 
 
+def _get_file(store: ObjectStore, key: str, rec_id: str, path: Path) -> None:
+    try:
+        store.get_file(key, path)
+    except FileNotFoundError:
+        raise RecordingNotFoundError(f"{rec_id}: {key} does not exist") from None
+    except StoreError as exc:
+        if not exc.retriable and not store.exists(key):
+            raise RecordingNotFoundError(f"{rec_id}: {key} does not exist") from None
+        raise
+
+
 def load_manifest(store: ObjectStore, key: str, rec_id: str) -> Manifest:
     data = _get(store, key, rec_id)
     try:
@@ -356,14 +390,13 @@ def _word_count(segments: list[Segment]) -> int:
     return sum(len(s.words) if s.words else len(s.text.split()) for s in segments)
 
 
-def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArray[np.int16]],
-                 codec: Codec, talk: Mapping[str, list[Interval]],
+def _metric_rows(manifest: Manifest, tracks: list[str], meters: Mapping[str, LevelMeter],
+                 talk: Mapping[str, list[Interval]],
                  segments: Mapping[str, list[Segment]], duration_ms: int,
                  config: AnalysisConfig) -> list[dict[str, Any]]:
     per_track, call = callmetrics.conversation(
         [talk[t] for t in tracks], duration_ms, config.talk.turn_gap_ms
     )
-    clip = clip_level(codec)
     rows = []
     words_total = 0
     for i, track in enumerate(tracks):
@@ -371,13 +404,12 @@ def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArr
         words = _word_count(segments[track])
         words_total += words
         counts = manifest.counts.get(track)
-        samples = channels[manifest.channels.get(track, i)]
         rows.append({
             **_keys(manifest),
             "track": track,
             **_conversation_columns(conv),
             "words_per_minute": callmetrics.words_per_minute(words, conv.talk_ms),
-            **_level_columns(callmetrics.levels([samples], clip)),
+            **_level_columns(meters[track].levels()),
             "gaps": counts.gaps if counts else 0,
             "duplicates": counts.duplicates if counts else 0,
             "out_of_order": counts.out_of_order if counts else 0,
@@ -391,7 +423,7 @@ def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArr
         "words_per_minute": callmetrics.words_per_minute(
             words_total, sum(c.talk_ms for c in per_track)
         ),
-        **_level_columns(callmetrics.levels(channels, clip)),
+        **_level_columns(LevelMeter.merged(*(meters[t] for t in tracks)).levels()),
         "gaps": sum(r["gaps"] for r in rows),
         "duplicates": sum(r["duplicates"] for r in rows),
         "out_of_order": sum(r["out_of_order"] for r in rows),

@@ -14,7 +14,9 @@ the recording is the call's next part. Every object's bytes depend only on the
 records, so a replay that does write produces the same bytes at the same keys.
 
 Runs in a worker thread (boto3 is synchronous); raises ``StoreError`` or
-``OSError`` for the caller to retry.
+``OSError`` for the caller to retry; anything else (a manifest that does not
+decode, ``ArchiveConflictError``, ``ReassemblyError``) fails the same way again:
+the caller records the recording as failed (workers.recorder.failures).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from infra.logsafe import safe
 from infra.parquet import rows_to_parquet
 from infra.store import ObjectStore, StoredObject
 from infra.wav import write_wav
 from schemas import envelope
 from schemas.custody import parse_iso_ns
-from schemas.layout import MANIFEST_NAME, WAV_NAME, recording_prefix
+from schemas.layout import MANIFEST_NAME, WAV_NAME, manifest_key, recording_prefix
 from schemas.manifest import (
     CallInfo,
     Manifest,
@@ -42,6 +45,7 @@ from schemas.manifest import (
     recording_event,
 )
 from schemas.tables import recording_id, table_key
+from workers.recorder.errors import ArchiveConflictError
 from workers.recorder.manifests import build_manifest, calls_row
 from workers.recorder.reassembly import RecordingAssembler, RecordingResult
 
@@ -72,7 +76,8 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     rec_id = recording_id(result.call_id, part)
     prefix = recording_prefix(rec_id)
     if existing is not None:
-        log.info("call_id=%s: %s already archived, not rewritten", result.call_id, rec_id)
+        log.info("call_id=%s: %s already archived, not rewritten", safe(result.call_id),
+                 rec_id)
         assembler.discard()
         return ArchivedRecording(recording_event(existing, store.uri), already_archived=True,
                                  last_close_ns=rec.closed_at_ns)
@@ -153,14 +158,7 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
     longer than the idle timeout, then resumed) is the call's next part.
     """
     first = result.streams[0] if result.streams else None
-    base = recording_id(result.call_id, 0)[: -len("0")]
-    parts: dict[int, Manifest] = {}
-    for key in store.list_keys(recording_prefix(base)[:-1]):
-        if not key.endswith("/" + MANIFEST_NAME):
-            continue
-        manifest = decode_manifest(store.get_bytes(key))
-        if manifest.call_id == result.call_id:
-            parts[manifest.part] = manifest
+    parts = _archived_parts(store, result.call_id)
     if first is not None:
         arrived = parse_iso_ns(first.first_arrival)
         for part, manifest in sorted(parts.items()):
@@ -171,6 +169,26 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
                 if arrived is None or until is None or arrived <= until:
                     return part, manifest
     return (max(parts) + 1 if parts else 0), None
+
+
+def _archived_parts(store: ObjectStore, call_id: str) -> dict[int, Manifest]:
+    """The manifests of the call's archived parts, read at their exact keys.
+
+    Parts are numbered 0, 1, 2... without holes (part n+1 is archived only after part
+    n's manifest exists), so they are found by asking for part 0's manifest, then 1's,
+    until one is missing: one request more than the call has parts, whatever the size
+    of the archive (listing ``recordings/<call_id>-`` would also list every call whose
+    id starts with this one's, and grow with them).
+    """
+    parts: dict[int, Manifest] = {}
+    while True:
+        key = manifest_key(recording_id(call_id, len(parts)))
+        if not store.exists(key):
+            return parts
+        manifest = decode_manifest(store.get_bytes(key))
+        if manifest.call_id != call_id:
+            raise ArchiveConflictError(f"{key} belongs to call {manifest.call_id!r}")
+        parts[len(parts)] = manifest
 
 
 def _entry(obj: StoredObject) -> ObjectEntry:

@@ -7,7 +7,7 @@ and counts the manifest reports; ``infra.wav`` interleaves the tracks into
 the WAV. No Kafka, no S3, no asyncio: the consumer service drives it::
 
     asm = RecordingAssembler(call_id, spool_dir)
-    for record in records_of_the_recording:   # StreamStarted, MediaChunk, ...
+    for record in records_of_the_recording:   # StreamStarted, MediaChunk/MediaBatch, ...
         asm.add(record)
     result = asm.finalize()                   # RecordingResult
     write_wav(wav_path, result.codec, result.track_paths, result.track_lengths)
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar, assert_never
 
 from schemas import envelope
-from schemas.codecs import CODECS as _KNOWN_CODECS
 from schemas.codecs import DEFAULT_CODEC, Codec, codec_by_id
 from schemas.custody import (
     CloseEntry,
@@ -318,6 +317,8 @@ class RecordingAssembler:
         match record:
             case envelope.MediaChunk():
                 self.add_chunk(record)
+            case envelope.MediaBatch():
+                self.add_batch(record)
             case envelope.StreamStarted():
                 self.add_start(record)
             case envelope.StreamClosed():
@@ -352,29 +353,64 @@ class RecordingAssembler:
         ns = record.received_ns
         st.first_ns = ns if st.first_ns is None else min(st.first_ns, ns)
         st.last_ns = ns if st.last_ns is None else max(st.last_ns, ns)
-        spool = st.spools.get(record.track)
-        if spool is not None or record.codec in _KNOWN_CODECS:
-            codec_of = spool.codec if spool is not None else codec_by_id(record.codec)
-            end = record.timestamp_ms + _ms(codec_of, len(record.payload))
-            st.end_ms = max(st.end_ms, end)
+        spool = self._spool(st, record.track, record.codec)
+        if spool is None:
+            st.rejected += 1
+            return
+        spool.add(record.chunk, record.timestamp_ms, record.payload, record.received_ns)
+        st.end_ms = max(st.end_ms, record.timestamp_ms + _ms(spool.codec, len(record.payload)))
+
+    def add_batch(self, record: envelope.MediaBatch) -> None:
+        """Take a batch's frames as that many ``MediaChunk`` records, in bulk.
+
+        Per batch, not per frame: the stream and spool look-ups, the codec check and
+        one write to each track's run; the result is the same as for the chunks one
+        by one (tests/unit/test_reassembly.py checks it).
+        """
+        st = self._stream(record.call_id, record.stream_id)
+        frames = record.frames
+        st.chunks += len(frames)
+        lo = min(f.received_ns for f in frames)
+        hi = max(f.received_ns for f in frames)
+        st.first_ns = lo if st.first_ns is None else min(st.first_ns, lo)
+        st.last_ns = hi if st.last_ns is None else max(st.last_ns, hi)
+        by_track: dict[Track, list[tuple[int, int, bytes, int | None]]] = {}
+        for f in frames:
+            item = (f.chunk, f.timestamp_ms, f.payload, f.received_ns)
+            items = by_track.get(f.track)
+            if items is None:
+                by_track[f.track] = [item]
+            else:
+                items.append(item)
+        for track, items in by_track.items():
+            spool = self._spool(st, track, record.codec)
+            if spool is None:
+                st.rejected += len(items)
+            else:
+                spool.add_many(items)
+                end = max(ts + _ms(spool.codec, len(payload)) for _, ts, payload, _ in items)
+                st.end_ms = max(st.end_ms, end)
+
+    def _spool(self, st: _Stream, track: Track, codec_id: str) -> ChunkSpool | None:
+        """The stream's spool of ``track``, created on first use; None if ``codec_id``
+        is unknown or not the spool's (the chunks are then rejected)."""
+        spool = st.spools.get(track)
         if spool is None:
             try:
-                codec = codec_by_id(record.codec)
+                codec = codec_by_id(codec_id)
             except UnknownCodecError:
-                st.rejected += 1
-                return
+                return None
             spool = ChunkSpool(
                 self.spool_dir,
-                f"s{st.index}-{record.track}",
+                f"s{st.index}-{track}",
                 codec,
                 window_ms=self.window_ms,
                 max_duration_ms=self.max_duration_ms,
             )
-            st.spools[record.track] = spool
-        elif record.codec != spool.codec.id:
-            st.rejected += 1
-            return
-        spool.add(record.chunk, record.timestamp_ms, record.payload, record.received_ns)
+            st.spools[track] = spool
+        elif codec_id != spool.codec.id:
+            return None
+        return spool
 
     def finalize(
         self, *, timed_out: bool = False, cut_reason: str = "idle timeout"

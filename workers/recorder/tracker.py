@@ -55,6 +55,8 @@ class Assembler(Protocol):
 
     def add_chunk(self, record: envelope.MediaChunk) -> None: ...
 
+    def add_batch(self, record: envelope.MediaBatch) -> None: ...
+
     def add_close(self, record: envelope.StreamClosed) -> None: ...
 
     def add_mark(self, record: envelope.MarkReceived) -> None: ...
@@ -139,6 +141,10 @@ class RecordingTracker:
                 rec = self._recording_of(record.stream_id, record, partition, offset)
                 if rec is not None:
                     rec.assembler.add_chunk(record)
+            case envelope.MediaBatch():
+                rec = self._recording_of(record.stream_id, record, partition, offset)
+                if rec is not None:
+                    rec.assembler.add_batch(record)
             case envelope.StreamStarted():
                 rec = self._recording_for_start(record, partition, offset)
                 rec.open_streams.add(record.stream_id)

@@ -113,6 +113,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if eq .component "ingest" }}
 {{- $_ := set $env "CALLREC_INGEST_PORT" $v.ingest.port }}
 {{- $_ := set $env "CALLREC_INGEST_DRAIN_GRACE_S" $v.ingest.drain.graceSeconds }}
+{{- $_ := set $env "CALLREC_INGEST_ALLOW_ANONYMOUS" (ternary "true" "false" (eq (toString $v.ingest.auth.allowAnonymous) "true")) }}
 {{- else if eq .component "control" }}
 {{- $_ := set $env "CALLREC_KAFKA_CALLS_TOPIC" $v.kafka.topics.calls.name }}
 {{- $_ := set $env "CALLREC_KAFKA_CONTROL_TOPIC" $v.kafka.topics.control.name }}
@@ -295,7 +296,8 @@ topologySpreadConstraints:
 {{- define "callrec.commonVolumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .ctx.Values.tmpSizeLimit }}
+    {{- /* The analyzer downloads the WAV it analyses to /tmp (read in windows, RAM flat). */}}
+    sizeLimit: {{ (and (eq (toString .component) "analyzer") .ctx.Values.analyzer.tmpSizeLimit) | default .ctx.Values.tmpSizeLimit }}
 {{- if .ctx.Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
