@@ -59,6 +59,7 @@ RUN if [ "$WITH_CUDA" = "true" ]; then \
 COPY README.md ./
 COPY callrec ./callrec
 COPY compliance ./compliance
+COPY control ./control
 COPY infra ./infra
 COPY ingest ./ingest
 COPY schemas ./schemas
@@ -102,7 +103,7 @@ USER 10001:10001
 WORKDIR /tmp
 
 # ingest (/v1/stream + probes), recorder probes, analyzer probes
-EXPOSE 8080 9091 9093
+EXPOSE 8080 8090 9091 9093
 
 ENTRYPOINT ["callrec"]
 CMD ["--help"]

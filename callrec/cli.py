@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from callrec import commands_control
 from callrec.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     from callrec import commands_compliance, simulator
 
     simulator.register(sub)
+    commands_control.register(sub)
     commands_compliance.register(sub)
     return parser
 

@@ -244,7 +244,8 @@ def _rewrite_shared_files(store: ObjectStore, rec_id: str, date: str) -> list[st
 
 def recordings_by_number(store: ObjectStore, number: str) -> list[str]:
     """Recording ids whose ``calls`` row has ``number`` as ``from_number`` or
-    ``to_number``; :class:`NoNumbersError` when no calls file has those columns."""
+    ``to_number``; :class:`NoNumbersError` when no calls row has a number (files written
+    before the columns existed, or recordings made without the control plane)."""
     import pyarrow.parquet as pq
 
     found: list[str] = []
@@ -259,13 +260,13 @@ def recordings_by_number(store: ObjectStore, number: str) -> list[str]:
         columns = [c for c in ("from_number", "to_number") if c in table.column_names]
         if not columns:
             continue
-        any_numbers = True
         for row in table.select(["recording_id", *columns]).to_pylist():
+            any_numbers = any_numbers or any(row[c] is not None for c in columns)
             if any(row[c] == number for c in columns):
                 found.append(row["recording_id"])
     if not any_numbers:
         raise NoNumbersError(
-            "the calls table has no from_number/to_number columns (archives written before "
-            "the control plane recorded numbers): erase by --call-id instead"
+            "the calls table has no from_number/to_number (archives written before, or "
+            "without, the control plane): erase by --call-id instead"
         )
     return sorted(set(found))

@@ -72,6 +72,13 @@ class StreamLimitExceeded(StreamRefused):
     close_code = CloseCode.POLICY_VIOLATION
 
 
+class CallTokenMismatch(StreamRefused):
+    """The per-call stream token was minted for another call id than the ``start``'s."""
+
+    reason = "call_token_mismatch"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
 class IdleTimeout(StreamRefused):
     reason = "idle_timeout"
     close_code = CloseCode.POLICY_VIOLATION

@@ -70,6 +70,10 @@ CONNECTIONS = Counter(
     "WebSocket connections by outcome (accepted, or why they were refused before upgrade)",
     ["outcome"],
 )
+CALL_TOKEN_MISMATCH = Counter(
+    "callrec_ingest_call_token_mismatch_total",
+    "Streams refused (close 1008) because the start's call id is not the per-call token's",
+)
 STREAMS_CLOSED = Counter(
     "callrec_ingest_streams_closed_total",
     "Streams ended, by close-record reason (stop, disconnect, error)",

@@ -58,6 +58,7 @@ from infra.logsafe import install_token_redaction, safe
 from ingest import metrics
 from ingest.errors import (
     AnonymousAccessRefused,
+    CallTokenMismatch,
     CloseCode,
     IdleTimeout,
     IngestError,
@@ -69,7 +70,7 @@ from ingest.errors import (
     TooManyInvalid,
 )
 from ingest.session import StreamSession
-from schemas import envelope
+from schemas import envelope, streamtoken
 from schemas.codecs import codec_by_id
 from schemas.errors import ProtocolError
 
@@ -153,9 +154,9 @@ class _OpenStream:
     when it has room again. Nothing read is dropped, unless the stream failed.
     """
 
-    __slots__ = ("failure", "failures_seen", "frame_bytes", "frames", "held_since", "key",
-                 "last_seen", "partition", "pending", "server", "session", "settled",
-                 "unacked", "ws")
+    __slots__ = ("call_token", "failure", "failures_seen", "frame_bytes", "frames",
+                 "held_since", "key", "last_seen", "partition", "pending", "server", "session",
+                 "settled", "unacked", "ws")
 
     def __init__(self, server: IngestServer, ws: IngestConnection,
                  session: StreamSession) -> None:
@@ -174,6 +175,8 @@ class _OpenStream:
         self.failures_seen = server.publisher.failures
         self.key = b""
         self.partition = 0
+        self.call_token: str | None = None
+        """The per-call token this connection was opened with; its ``start`` must match."""
         self.frames: list[envelope.MediaFrame] = []
         """Frames read in the current coalescing window, not yet offered."""
         self.frame_bytes = 0
@@ -257,6 +260,14 @@ class _OpenStream:
             self.flush()  # a mark follows the frames read before it
             hot.messages[_EVENT_OF[type(record)]] += 1
             if isinstance(record, envelope.StreamStarted):
+                if self.call_token is not None and not server.token_fits(
+                        self.call_token, record.call_id):
+                    session.refuse_start()
+                    metrics.CALL_TOKEN_MISMATCH.inc()
+                    log.warning("call_id=%r: per-call stream token is another call's: "
+                                "refused (1008)", record.call_id)
+                    self.fail(CallTokenMismatch("stream token is for another call"))
+                    return
                 try:
                     server.admit(record)
                 except StreamLimitExceeded as exc:
@@ -356,6 +367,8 @@ class IngestServer:
         self.codec = codec_by_id(settings.ingest_codec)
         self.publisher = publisher
         self._tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
+        self._token_keys = settings.token_keys()
+        """Per-call stream token keys (docs/control.md, "Stream tokens")."""
         self._server: Server | None = None
         self._streams: set[_OpenStream] = set()
         self._streams_per_call: dict[str, dict[str, str]] = {}
@@ -543,9 +556,13 @@ class IngestServer:
         return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
 
     def _authorized(self, token: str | None) -> bool:
-        if not self._tokens:
+        if not self._tokens and not self._token_keys:
             return True
         if not token:
+            return False
+        if self._token_keys and streamtoken.key_id_of(token) in self._token_keys:
+            return True  # a per-call token: checked against the start's call id
+        if not self._tokens:
             return False
         given = token.encode()
         # Compare with every token so the time taken says nothing about which matched.
@@ -571,6 +588,7 @@ class IngestServer:
         metrics.CONNECTIONS_OPEN.inc()
         session = StreamSession(self.codec, self.settings.ingest_pod_name, uuid.uuid4().hex)
         stream = _OpenStream(self, ws, session)
+        stream.call_token = self._call_token_of(ws)
         self._streams.add(stream)
         try:
             ws.attach(stream.feed)
@@ -596,6 +614,20 @@ class IngestServer:
         else:
             reason, detail = "disconnect", "socket closed without stop"
         await self._finish(stream, reason, detail)
+
+    def _call_token_of(self, ws: IngestConnection) -> str | None:
+        """The per-call token the connection was opened with, if it was one."""
+        if not self._token_keys or ws.request is None:
+            return None
+        url = urlsplit(ws.request.path)
+        path = url.path.rstrip("/")
+        token = path[len(STREAM_PATH) + 1:] or _first(parse_qs(url.query).get("token"))
+        if token and streamtoken.key_id_of(token) in self._token_keys:
+            return token
+        return None
+
+    def token_fits(self, token: str, call_id: str) -> bool:
+        return streamtoken.verify(token, call_id, self._token_keys)
 
     def admit(self, start: envelope.StreamStarted) -> None:
         """Refuse a stream past the per-call limits (5 oneway + 1 twoway) on this pod.
@@ -666,8 +698,9 @@ _EVENT_OF: dict[type, str] = {
 
 def check_access(settings: IngestSettings) -> None:
     """Refuse (:class:`AnonymousAccessRefused`) to serve without a stream token unless
-    anonymous access is asked for, or only loopback is bound; warn when serving so."""
-    if settings.ingest_tokens:
+    anonymous access is asked for, or only loopback is bound; warn when serving so.
+    Per-call stream token keys (``CALLREC_STREAM_TOKEN_KEYS``) are authentication too."""
+    if settings.ingest_tokens or settings.stream_token_keys is not None:
         return
     host = settings.ingest_host
     if settings.ingest_allow_anonymous:

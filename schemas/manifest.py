@@ -52,6 +52,31 @@ class ObjectEntry(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str
 
 
+class CallInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the control plane knew of the call (absent for streams started by hand)."""
+
+    from_number: str | None = None
+    """The caller (Wavix ``from``)."""
+    to_number: str | None = None
+    """The called number (Wavix ``to``)."""
+    direction: str | None = None
+    """``inbound`` or ``outbound``."""
+    tag: str | None = None
+    answered_time: str | None = None
+    """When the call was answered (Wavix's time, verbatim)."""
+    completed_time: str | None = None
+    """When the call ended, if that was known before the recording was archived."""
+    disposition: str | None = None
+
+
+class PauseEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """An interval paused on request (card payments): silence in the WAV, never transcribed."""
+
+    start_ms: int
+    """From the recording start."""
+    end_ms: int
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """The manifest of one recording (JSON, version 1)."""
 
@@ -79,6 +104,11 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """Per track."""
     objects: list[ObjectEntry]
     """Every other object of the recording (WAV, Parquet rows), sorted by key."""
+    call: CallInfo | msgspec.UnsetType = msgspec.UNSET
+    """Call metadata from the control plane; absent for streams started by hand and in
+    manifests written before it (added within version 1)."""
+    pauses: list[PauseEntry] | msgspec.UnsetType = msgspec.UNSET
+    """Paused intervals, in order; absent when there are none (added within version 1)."""
     timeline: list[TimelineEntry] | msgspec.UnsetType = msgspec.UNSET
     """Events placed in the recording's time, by ``at_ms`` (then stream, time received):
     the marks of twoway streams. Absent when there are none (added within version 1)."""
@@ -136,4 +166,5 @@ def recording_event(
         complete=manifest.complete,
         reason=manifest.reason,
         wav_sha256=next((o.sha256 for o in manifest.objects if o.key == wav), ""),
+        pauses=[(p.start_ms, p.end_ms) for p in manifest.pauses or []],
     )

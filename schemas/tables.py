@@ -1,6 +1,6 @@
 """The analytics tables callrec writes (Parquet), their schemas and S3 layout.
 
-Five tables, each partitioned Hive-style by the UTC date of the recording start::
+Six tables, each partitioned Hive-style by the UTC date of the recording start::
 
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet
 
@@ -9,6 +9,8 @@ Five tables, each partitioned Hive-style by the UTC date of the recording start:
 - ``metrics``      one row per recording and track, plus one for the whole call (the analyzer)
 - ``turns``        one row per conversational turn (the analyzer)
 - ``turn_metrics`` turn-taking figures per recording and track, plus the call's (the analyzer)
+- ``control``      one row per call the control plane saw, recorded or not, with the reason
+  (the controller; the file is named for the call, ``<call id>-0``, date = first event)
 
 One file per recording and table, at a key derived from the recording alone:
 a replay after a crash overwrites the same key with the same bytes instead of
@@ -94,6 +96,19 @@ CALLS = _schema(
     _field("overlaps", pa.int64(), "Chunks whose time range collided with another's."),
     _field("streams", pa.int32(), "Wavix streams the recording was assembled from."),
     _field("ingest_pods", pa.list_(pa.string()), "Ingest pods that held its connections."),
+    *(_CALL_INFO := (
+        _field("from_number", pa.string(), "Caller (Wavix from); null without the control plane.",
+               nullable=True),
+        _field("to_number", pa.string(), "Called number (Wavix to).", nullable=True),
+        _field("direction", pa.string(), "inbound or outbound.", nullable=True),
+        _field("tag", pa.string(), "The call's Wavix tag.", nullable=True),
+        _field("answered_time", TIMESTAMP, "When the call was answered.", nullable=True),
+        _field("completed_time", TIMESTAMP, "When the call ended (if known when archived).",
+               nullable=True),
+        _field("disposition", pa.string(), "How the call ended, as Wavix says.", nullable=True),
+    )),
+    _field("paused_ms", pa.int64(), "Time paused on request (silence, not transcribed).",
+           nullable=True),
 )
 """``calls``: one row per recording, written by the recorder with the WAV and manifest."""
 
@@ -138,6 +153,25 @@ METRICS = _schema(
 """``metrics``: conversation and audio metrics per track and per call (the analyzer)."""
 
 
+CONTROL = _schema(
+    "control",
+    _field("call_id", pa.string(), "Wavix call id."),
+    _field("recorded", pa.bool_(), "A stream was started for the call (see the calls table)."),
+    _field("reason", pa.string(),
+           "Why the call is not recorded (no_rule_matched, not_answered, stream_start_failed:\n"
+           "..., stream_start_unknown); null when recorded.", nullable=True),
+    _field("rule", pa.string(), "Name of the recording rule that matched.", nullable=True),
+    _field("channel", pa.string(), "Stream channel asked for (inbound, outbound, both).",
+           nullable=True),
+    _field("stream_id", pa.string(), "The last Wavix stream started for the call.",
+           nullable=True),
+    _field("stream_starts", pa.int32(), "Stream start requests made (1 + resumes)."),
+    _field("pauses", pa.int32(), "Pauses asked for."),
+    _field("first_event_time", TIMESTAMP, "When control accepted the call's first event."),
+    _field("last_event", pa.string(), "The last Wavix event type seen.", nullable=True),
+    *_CALL_INFO,
+)
+"""``control``: one row per call the control plane saw, recorded or not (the controller)."""
 TURNS = _schema(
     "turns",
     *_KEYS,
@@ -211,6 +245,17 @@ TABLES: dict[str, Table] = {
 }
 
 
+CALL_TABLES: dict[str, Table] = {
+    "control": Table("control", CONTROL, "One row per call the control plane saw."),
+}
+"""Tables with one file per *call* (``<call id>-0``), which may exist without any
+recording: not among :data:`TABLES`, whose files belong to recordings (a manifest,
+verify, erase and export account for those)."""
+
+ALL_TABLES: dict[str, Table] = {**TABLES, **CALL_TABLES}
+"""Every table ``callrec query`` attaches."""
+
+
 def recording_id(call_id: str, part: int) -> str:
     """The stable id of a call's recording ``part``, safe in S3 keys and file names.
 
@@ -234,8 +279,8 @@ def table_key(table: str, date: str, recording_id: str) -> str:
     ``date`` is the UTC date of the recording start. Raises ``ValueError`` for an
     unknown table, a malformed date or an id that is unsafe as a file name.
     """
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    if table not in ALL_TABLES:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(ALL_TABLES)}")
     if not _DATE.fullmatch(date):
         raise ValueError(f"date {date!r} is not YYYY-MM-DD")
     _date.fromisoformat(date)  # a real calendar day

@@ -368,3 +368,19 @@ def test_the_fingerprint_changes_with_what_changes_the_transcript_not_with_the_m
     assert first.startswith("small.en@") and second.startswith("small.en@") and first != second
     with pytest.raises(ModelLoadError, match="no-such-model"):
         resolve_model("no-such-model")
+
+
+def test_nothing_inside_a_pause_is_transcribed() -> None:
+    from workers.analyzer.analysis import outside_pauses
+    from workers.analyzer.transcribe import Segment, Word
+
+    words = (Word(0, 400, "my", 0.9), Word(400, 900, "card", 0.9),
+             Word(1200, 1600, "4111", 0.9), Word(2600, 3000, "thanks", 0.9))
+    straddling = Segment(0, 3000, "my card 4111 thanks", 0.9, words)
+    inside = Segment(1100, 1900, "1111 2222", 0.8)
+    touching_no_words = Segment(1800, 2200, "expiry", 0.8)
+    after = Segment(3500, 4000, "bye", 0.9)
+    kept = outside_pauses([straddling, inside, touching_no_words, after], [(1000, 2500)])
+    assert [(s.start_ms, s.end_ms, s.text) for s in kept] == [
+        (0, 3000, "my card thanks"), (3500, 4000, "bye")]
+    assert outside_pauses([after], []) == [after]

@@ -63,6 +63,43 @@ def test_v1_recording_sample() -> None:
     )
 
 
+def test_v1_recording_sample_written_before_pauses_has_none() -> None:
+    record = envelope.decode(sample("v1_recording.bin"))
+    assert isinstance(record, envelope.RecordingFinished)
+    assert record.pauses == []
+
+
+def test_v1_call_event_sample() -> None:
+    data = sample("v1_call_event.bin")
+    assert data[:4] == b"CR\x01\x06"
+    record = envelope.decode(data)
+    assert isinstance(record, envelope.CallEventReceived)
+    assert record.call_id == "call-1"
+    assert (record.event.event_type, record.event.from_number, record.event.tag,
+            record.source) == ("answered", "+442079460001", "sales", "wavix")
+
+
+def test_v1_lifecycle_sample() -> None:
+    data = sample("v1_lifecycle.bin")
+    assert data[:4] == b"CR\x01\x07"
+    record = envelope.decode(data)
+    assert record == envelope.CallLifecycle(
+        call_id="call-1", event="paused", received_ns=1763712001000000000,
+        from_number="+442079460001", to_number="+15550100", direction="inbound",
+        stream_id="stream-a",
+    )
+
+
+def test_v1_control_state_sample() -> None:
+    data = sample("v1_control_state.bin")
+    assert data[:4] == b"CR\x01\x08"
+    record = envelope.decode(data)
+    assert isinstance(record, envelope.ControlState)
+    assert (record.phase, record.offset, record.epoch, record.stream_id, record.rule) == (
+        "started", 41, 1, "stream-a", "london"
+    )
+
+
 def test_header_layout_is_magic_version_kind() -> None:
     data = sample("v1_close.bin")
     assert data[:4] == b"CR\x01\x03"

@@ -195,6 +195,7 @@ def analyze_recording(
                 raise AudioFormatError(str(exc)) from None
             duration_ms = scanned.frames * 1000 // rate
 
+            pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses or []]
             talk: dict[str, list[Interval]] = {}
             meters: dict[str, LevelMeter] = {}
             segments: dict[str, list[Segment]] = {}
@@ -215,6 +216,7 @@ def analyze_recording(
                     offset_ms = first * 1000 // rate
                     segments[track].extend(snap_to_talk(shifted(s, offset_ms), talk[track])
                                            for s in found)
+                segments[track] = outside_pauses(segments[track], pauses)
                 log.debug("call_id=%s %s: %d segments in %d windows", safe(event.call_id),
                           track, len(segments[track]), len(windows))
 
@@ -243,6 +245,34 @@ def analyze_recording(
         audio_seconds=duration_ms / 1000 * len(tracks),
         transcribe_seconds=transcribe_seconds,
     )
+
+
+def outside_pauses(segments: list[Segment], pauses: list[tuple[int, int]]) -> list[Segment]:
+    """The transcript without anything inside a paused interval (card payments).
+
+    Paused audio is silence in the WAV, but Whisper may still hallucinate there, and a
+    segment may straddle a pause: words inside a pause are dropped (the segment keeps
+    its other words and their span); a segment without word times that touches a pause
+    is dropped whole. Nothing of a pause is ever in ``segments`` or the transcript.
+    """
+    if not pauses:
+        return segments
+
+    def inside(start: int, end: int) -> bool:
+        return any(start < p_end and p_start < end for p_start, p_end in pauses)
+
+    kept: list[Segment] = []
+    for seg in segments:
+        if not inside(seg.start_ms, seg.end_ms):
+            kept.append(seg)
+            continue
+        words = tuple(w for w in seg.words if not inside(w.start_ms, w.end_ms))
+        if not words:
+            continue
+        kept.append(dataclasses.replace(
+            seg, words=words, start_ms=words[0].start_ms, end_ms=words[-1].end_ms,
+            text=" ".join(w.text.strip() for w in words).strip()))
+    return kept
 
 
 def snap_to_talk(segment: Segment, talk: list[Interval]) -> Segment:

@@ -36,8 +36,10 @@ from schemas import envelope
 from schemas.custody import parse_iso_ns
 from schemas.layout import MANIFEST_NAME, WAV_NAME, manifest_key, recording_prefix
 from schemas.manifest import (
+    CallInfo,
     Manifest,
     ObjectEntry,
+    PauseEntry,
     decode_manifest,
     manifest_bytes,
     recording_event,
@@ -80,7 +82,8 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
         return ArchivedRecording(recording_event(existing, store.uri), already_archived=True,
                                  last_close_ns=rec.closed_at_ns)
 
-    manifest = build_manifest(result, part=part, recording_id=rec_id)
+    manifest = build_manifest(result, part=part, recording_id=rec_id,
+                              call=call_info(rec), pauses=pauses_of(rec, assembler, result))
     wav_path = work_dir / f"{rec_id}.wav"
     try:
         _, sha256 = write_wav(wav_path, result.codec, result.track_paths,
@@ -106,6 +109,42 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
         out_of_order=sum(c.out_of_order for c in counts),
         last_close_ns=rec.closed_at_ns,
     )
+
+
+def call_info(rec: Recording) -> CallInfo | None:
+    """The control plane's metadata of the call, when it sent any."""
+    answered, completed = rec.answered, rec.completed
+    if answered is None and completed is None:
+        return None
+    first = answered or completed
+    assert first is not None
+    return CallInfo(
+        from_number=first.from_number,
+        to_number=first.to_number,
+        direction=first.direction,
+        tag=first.tag,
+        answered_time=first.answered_time or (answered.event_time if answered else None),
+        completed_time=completed.completed_time or completed.event_time if completed else None,
+        disposition=completed.disposition if completed else None,
+    )
+
+
+def pauses_of(rec: Recording, assembler: RecordingAssembler,
+              result: RecordingResult) -> list[PauseEntry]:
+    """Paused intervals: from the end of each stopped stream's audio to the start of the
+    next stream (the one started on resume), or to the end of the recording."""
+    spans = assembler.stream_spans()
+    entries: list[PauseEntry] = []
+    for pause in rec.pauses:
+        span = spans.get(pause.stream_id or "")
+        if span is None:
+            continue
+        start = span[1]
+        later = [s for s, _ in spans.values() if s >= start]
+        end = min(later, default=max(start, result.duration_ms))
+        if end > start:
+            entries.append(PauseEntry(start_ms=start, end_ms=end))
+    return sorted(entries, key=lambda p: p.start_ms)
 
 
 def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manifest | None]:

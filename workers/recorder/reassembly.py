@@ -258,6 +258,7 @@ class _Stream:
         self.spools: dict[Track, ChunkSpool] = {}
         self.first_ns: int | None = None
         self.last_ns: int | None = None
+        self.end_ms = 0  # the end of its latest audio, in the stream's own time
         self.chunks = 0  # media records received, whatever became of them
         self.rejected = 0  # media records with an unknown codec, or not their spool's
         self.marks = 0
@@ -299,6 +300,7 @@ class RecordingAssembler:
         self._streams: dict[str, _Stream] = {}
         self._result: RecordingResult | None = None
         self._failed = False
+        self._spans: dict[str, tuple[int, int]] = {}
 
     @property
     def buffered_bytes(self) -> int:
@@ -323,8 +325,9 @@ class RecordingAssembler:
                 self.add_close(record)
             case envelope.MarkReceived():
                 self.add_mark(record)
-            case envelope.RecordingFinished():
-                raise ReassemblyError("RecordingFinished is an output of the recorder")
+            case (envelope.RecordingFinished() | envelope.CallEventReceived()
+                  | envelope.CallLifecycle() | envelope.ControlState()):
+                raise ReassemblyError(f"{type(record).__name__} carries no audio")
             case _:
                 assert_never(record)
 
@@ -355,6 +358,7 @@ class RecordingAssembler:
             st.rejected += 1
             return
         spool.add(record.chunk, record.timestamp_ms, record.payload, record.received_ns)
+        st.end_ms = max(st.end_ms, record.timestamp_ms + _ms(spool.codec, len(record.payload)))
 
     def add_batch(self, record: envelope.MediaBatch) -> None:
         """Take a batch's frames as that many ``MediaChunk`` records, in bulk.
@@ -384,6 +388,8 @@ class RecordingAssembler:
                 st.rejected += len(items)
             else:
                 spool.add_many(items)
+                end = max(ts + _ms(spool.codec, len(payload)) for _, ts, payload, _ in items)
+                st.end_ms = max(st.end_ms, end)
 
     def _spool(self, st: _Stream, track: Track, codec_id: str) -> ChunkSpool | None:
         """The stream's spool of ``track``, created on first use; None if ``codec_id``
@@ -422,6 +428,8 @@ class RecordingAssembler:
         self._failed = True  # until it succeeds: spools are consumed as tracks are built
         streams = list(self._streams.values())
         clock, start_ns, offsets = _align(streams)
+        self._spans = {st.stream_id: (offsets[st.stream_id], offsets[st.stream_id] + st.end_ms)
+                       for st in streams}
         order = sorted(streams, key=lambda s: (not s.starts, offsets[s.stream_id], s.stream_id))
         rank = {st.stream_id: i for i, st in enumerate(order)}
         codec = _recording_codec(order)
@@ -471,6 +479,11 @@ class RecordingAssembler:
         )
         self._failed = False
         return self._result
+
+    def stream_spans(self) -> dict[str, tuple[int, int]]:
+        """After :meth:`finalize`: stream id -> (start, end) of its audio in the recording (ms),
+        from which paused intervals are derived."""
+        return dict(self._spans)
 
     def discard(self) -> None:
         """Delete every local file of this recording (spools and track files)."""

@@ -203,6 +203,14 @@ class RecorderService:
 
     def _start_archives(self, now: float) -> None:
         for rec in self.tracker.ready(now):
+            if not rec.known_streams:
+                # Answered by the control plane, but no stream ever came: nothing to archive
+                # (the control table says why the call is not recorded).
+                log.info("call_id=%s: no stream reached the recorder, nothing archived",
+                         rec.call_id)
+                rec.assembler.discard()
+                self.tracker.done(rec)
+                continue
             self._archives[rec] = asyncio.get_running_loop().create_task(self._archive(rec))
         metrics.OPEN_CALLS.set(self.tracker.open_count)
 

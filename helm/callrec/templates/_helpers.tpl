@@ -114,6 +114,17 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- $_ := set $env "CALLREC_INGEST_PORT" $v.ingest.port }}
 {{- $_ := set $env "CALLREC_INGEST_DRAIN_GRACE_S" $v.ingest.drain.graceSeconds }}
 {{- $_ := set $env "CALLREC_INGEST_ALLOW_ANONYMOUS" (ternary "true" "false" (eq (toString $v.ingest.auth.allowAnonymous) "true")) }}
+{{- else if eq .component "control" }}
+{{- $_ := set $env "CALLREC_KAFKA_CALLS_TOPIC" $v.kafka.topics.calls.name }}
+{{- $_ := set $env "CALLREC_KAFKA_CONTROL_TOPIC" $v.kafka.topics.control.name }}
+{{- $_ := set $env "CALLREC_ARCHIVE_URI" $v.s3.archiveUri }}
+{{- $_ := set $env "CALLREC_S3_REGION" $v.s3.region }}
+{{- with $v.s3.endpointUrl }}{{ $_ := set $env "CALLREC_S3_ENDPOINT_URL" . }}{{ end }}
+{{- with $v.s3.sse }}{{ $_ := set $env "CALLREC_S3_SSE" . }}{{ end }}
+{{- with $v.s3.sseKmsKeyId }}{{ $_ := set $env "CALLREC_S3_SSE_KMS_KEY_ID" . }}{{ end }}
+{{- $_ := set $env "CALLREC_CONTROL_PORT" $v.control.port }}
+{{- $_ := set $env "CALLREC_CONTROL_STREAM_URL" $v.control.streamUrl }}
+{{- $_ := set $env "CALLREC_WAVIX_API_URL" $v.control.wavixApiUrl }}
 {{- else }}
 {{- $_ := set $env "CALLREC_ARCHIVE_URI" $v.s3.archiveUri }}
 {{- $_ := set $env "CALLREC_S3_REGION" $v.s3.region }}
@@ -175,6 +186,16 @@ names "callrec.validateSettings" has checked: none of them is managed or secret)
 {{- if or .Values.s3.credentials.existingSecret .Values.s3.credentials.accessKeyId }}true{{ end }}
 {{- end }}
 
+{{- define "callrec.controlSecret" -}}
+{{- if .Values.control.auth.existingSecret }}{{ .Values.control.auth.existingSecret }}{{ else }}{{ include "callrec.secretName" . }}{{ end }}
+{{- end }}
+
+{{/* Which control secrets exist (from existingSecret: all of them). */}}
+{{- define "callrec.hasControlSecret" -}}
+{{- $a := .ctx.Values.control.auth }}
+{{- if and .ctx.Values.control.enabled (or $a.existingSecret (index $a .field)) }}true{{ end }}
+{{- end }}
+
 {{- define "callrec.hasKafkaPassword" -}}
 {{- if or .Values.kafka.sasl.existingSecret .Values.kafka.sasl.password }}true{{ end }}
 {{- end }}
@@ -195,6 +216,19 @@ names "callrec.validateSettings" has checked: none of them is managed or secret)
     secretKeyRef:
       name: {{ include "callrec.ingestTokensSecret" .ctx }}
       key: {{ $v.ingest.auth.tokensKey }}
+{{- end }}
+{{- if or (eq .component "ingest") (eq .component "control") }}
+{{- $a := $v.control.auth }}
+{{- range $field := list "streamTokenKeys" "webhookSecret" "apiToken" "wavixApiKey" }}
+{{- $name := get (dict "streamTokenKeys" "CALLREC_STREAM_TOKEN_KEYS" "webhookSecret" "CALLREC_CONTROL_WEBHOOK_SECRET" "apiToken" "CALLREC_CONTROL_API_TOKEN" "wavixApiKey" "CALLREC_WAVIX_API_KEY") $field }}
+{{- if and (or (eq $.component "control") (eq $field "streamTokenKeys")) (include "callrec.hasControlSecret" (dict "ctx" $.ctx "field" $field)) }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "callrec.controlSecret" $.ctx }}
+      key: {{ index $a (printf "%sKey" $field) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (ne .component "ingest") (include "callrec.hasS3Credentials" .ctx) }}
 - name: CALLREC_S3_ACCESS_KEY_ID
@@ -312,6 +346,14 @@ prometheus.io/path: /metrics
 {{- if and $v.kafka.sasl.password (not $v.kafka.sasl.existingSecret) }}
 {{ $v.kafka.sasl.passwordKey }}: {{ $v.kafka.sasl.password | b64enc | quote }}
 {{- end }}
+{{- if and $v.control.enabled (not $v.control.auth.existingSecret) }}
+{{- $a := $v.control.auth }}
+{{- range $field := list "apiToken" "streamTokenKeys" "wavixApiKey" "webhookSecret" }}
+{{- with index $a $field }}
+{{ index $a (printf "%sKey" $field) }}: {{ . | b64enc | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -322,7 +364,7 @@ source: the drain grace must stay inside terminationGracePeriodSeconds), not a s
 */}}
 {{- define "callrec.validateSettings" -}}
 {{- $settings := .Files.Get "files/settings.yaml" | fromYaml }}
-{{- range $component := list "ingest" "recorder" "analyzer" }}
+{{- range $component := list "ingest" "recorder" "analyzer" "control" }}
 {{- $v := index $.Values $component }}
 {{- $known := index $settings $component }}
 {{- $config := $v.config | default dict }}
