@@ -202,13 +202,13 @@ async def test_a_closing_handshake_is_held_until_it_ends(tmp_path: Path) -> None
     import gc
 
     from ingest.errors import IdleTimeout
-    from ingest.server import _OpenStream
     from ingest.session import StreamSession
+    from ingest.stream import OpenStream
 
     bus = LocalBus(tmp_path / "bus")
     server = wiring.ingest_server(settings(), bus)
     ws = _SlowClose()
-    stream = _OpenStream(server, ws, StreamSession(server.codec, "pod", "conn"))  # type: ignore[arg-type]
+    stream = OpenStream(server, ws, StreamSession(server.codec, "pod", "conn"))  # type: ignore[arg-type]
     stream.fail(IdleTimeout("quiet"))
     await asyncio.sleep(0)
     gc.collect()  # the loop holds tasks weakly: only our reference keeps this one alive

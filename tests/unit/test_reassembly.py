@@ -23,11 +23,8 @@ from infra.wav import write_wav
 from schemas import envelope
 from schemas.codecs import L16_16K, PCMU_8K, Codec
 from workers.recorder.errors import FinalizedError, WrongCallError
-from workers.recorder.reassembly import (
-    RecordingAssembler,
-    RecordingResult,
-    event_time_ns,
-)
+from workers.recorder.reassembly import RecordingAssembler, RecordingResult
+from workers.recorder.streams import event_time_ns
 
 CALL = "call-1"
 T0_NS = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z

@@ -142,7 +142,7 @@ class ChunkSpool:
     therefore sorted. A chunk that sorts before the last record already written
     is *late*: it is buffered separately and written as an extra sorted run.
     ``records()`` merges all runs into one sorted stream. Nothing is resolved
-    here (duplicates, overlaps): ``workers.recorder.reassembly.assemble_track`` does it, and it
+    here (duplicates, overlaps): ``workers.recorder.tracks.assemble_track`` does it, and it
     sees every record, so the result does not depend on arrival order.
     """
 
