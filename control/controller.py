@@ -44,6 +44,7 @@ from control.state import StateLoader
 from control.table import write_row
 from control.wavixapi import WavixClient
 from infra.bus import Consumer, Producer
+from infra.logsafe import safe
 from infra.store import ObjectStore
 from schemas import envelope, streamtoken
 from schemas.callevents import CallEvent
@@ -332,7 +333,7 @@ class Controller:
         except WavixError as exc:
             result = "rejected" if isinstance(exc, WavixRejected) else "unavailable"
             metrics.STREAM_STARTS.labels(result).inc()
-            log.error("call_id=%s: stream start failed (%s): %s", state.call_id, result, exc)
+            log.error("call_id=%s: stream start failed (%s): %s", safe(state.call_id), result, exc)
             await self._not_recorded(state, f"stream_start_failed: {exc}", phase="failed")
             return
         metrics.STREAM_STARTS.labels("started").inc()
@@ -340,19 +341,23 @@ class Controller:
             metrics.CALLS.labels("recorded").inc()
         log.info(
             "call_id=%s: recording, stream %s (rule %s, channel %s)",
-            state.call_id,
+            safe(state.call_id),
             stream_id,
             state.rule,
             state.channel,
         )
-        await self._save(msgspec.structs.replace(state, phase="started", stream_id=stream_id))
+        started = msgspec.structs.replace(state, phase="started", stream_id=stream_id)
+        await self._save(started)
+        # The row exists from the decision on: a call whose end never reaches callrec is
+        # still in the table (rewritten, same key, when it ends).
+        await asyncio.to_thread(write_row, self.store, started)
 
     async def _start_unknown(self, state: envelope.ControlState) -> None:
         metrics.STREAM_STARTS.labels("unknown").inc()
         log.warning(
             "call_id=%s: a controller stopped between a stream start request and its "
             "answer; not started again (Wavix lists no streams)",
-            state.call_id,
+            safe(state.call_id),
         )
         await self._not_recorded(state, "stream_start_unknown", phase="started")
 
@@ -361,8 +366,10 @@ class Controller:
     ) -> None:
         metrics.CALLS.labels("not_recorded").inc()
         metrics.NOT_RECORDED.labels(reason.split(":")[0]).inc()
-        log.info("call_id=%s: not recorded: %s", state.call_id, reason)
-        await self._save(msgspec.structs.replace(state, phase=phase, reason=reason))
+        log.info("call_id=%s: not recorded: %s", safe(state.call_id), reason)
+        decided = msgspec.structs.replace(state, phase=phase, reason=reason)
+        await self._save(decided)
+        await asyncio.to_thread(write_row, self.store, decided)
 
     async def _final(
         self, state: envelope.ControlState, event: CallEvent, offset: int, event_type: str
@@ -382,7 +389,8 @@ class Controller:
         if state.phase != "started" or state.stream_id is None:
             metrics.PAUSES.labels("pause", "not_streaming").inc()
             log.warning(
-                "call_id=%s: pause asked while %s: nothing to pause", state.call_id, state.phase
+                "call_id=%s: pause asked while %s: nothing to pause",
+                safe(state.call_id), state.phase,
             )
             await self._save(state)
             return
@@ -398,18 +406,20 @@ class Controller:
         try:
             await self.wavix.stop_stream(state.call_id, state.stream_id)
             metrics.PAUSES.labels("pause", "stopped").inc()
-            log.info("call_id=%s: paused, stream %s stopped", state.call_id, state.stream_id)
+            log.info("call_id=%s: paused, stream %s stopped", safe(state.call_id), state.stream_id)
         except WavixError as exc:
             metrics.PAUSES.labels("pause", "failed").inc()
             log.error(
-                "call_id=%s: pause: stream %s not stopped: %s", state.call_id, state.stream_id, exc
+                "call_id=%s: pause: stream %s not stopped: %s",
+                safe(state.call_id), state.stream_id, exc,
             )
 
     async def _resume(self, state: envelope.ControlState, offset: int) -> None:
         if state.phase != "paused":
             metrics.PAUSES.labels("resume", "not_paused").inc()
             log.warning(
-                "call_id=%s: resume asked while %s: nothing to resume", state.call_id, state.phase
+                "call_id=%s: resume asked while %s: nothing to resume",
+                safe(state.call_id), state.phase,
             )
             await self._save(state)
             return
@@ -422,7 +432,7 @@ class Controller:
         try:
             await self.wavix.get_call(state.call_id)
         except WavixError as exc:
-            log.warning("call_id=%s: not confirmed by Wavix: %s", state.call_id, exc)
+            log.warning("call_id=%s: not confirmed by Wavix: %s", safe(state.call_id), exc)
             return False
         return True
 
