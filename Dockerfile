@@ -60,6 +60,7 @@ COPY README.md ./
 COPY callrec ./callrec
 COPY compliance ./compliance
 COPY console ./console
+COPY control ./control
 COPY infra ./infra
 COPY ingest ./ingest
 COPY schemas ./schemas
@@ -103,7 +104,7 @@ USER 10001:10001
 WORKDIR /tmp
 
 # ingest (/v1/stream + probes), recorder probes, analyzer probes
-EXPOSE 8080 8090 9091 9093
+EXPOSE 8080 8081 8090 9091 9093
 
 ENTRYPOINT ["callrec"]
 CMD ["--help"]

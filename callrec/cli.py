@@ -17,12 +17,27 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from callrec import commands_control
 from callrec.logs import configure_logging
 
 if TYPE_CHECKING:
+    from ingest.settings import IngestSettings
     from workers.analyzer.settings import AnalyzerSettings
 
 log = logging.getLogger("callrec")
+
+
+def _refused(command: str, settings: IngestSettings) -> bool:
+    """Print why ingest may not start this way (no token, not loopback), if it may not."""
+    from ingest.errors import AnonymousAccessRefused
+    from ingest.server import check_access
+
+    try:
+        check_access(settings)
+    except AnonymousAccessRefused as exc:
+        print(f"callrec {command}: {exc}", file=sys.stderr)
+        return True
+    return False
 
 
 def run_until_signalled(
@@ -46,6 +61,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
     settings = IngestSettings()
     configure_logging(settings.log_level)
+    if _refused("ingest", settings):
+        return 2
 
     async def main(stop: asyncio.Event) -> None:
         server = wiring.ingest_server(settings)
@@ -149,6 +166,8 @@ def _up(args: argparse.Namespace) -> int:
 
     settings = UpSettings()
     configure_logging(settings.log_level)
+    if _refused("up", settings):
+        return 2
 
     async def main(stop: asyncio.Event) -> None:
         embedded = EmbeddedPipeline(settings)
@@ -233,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     from callrec import commands_compliance, commands_console, simulator
 
     simulator.register(sub)
+    commands_control.register(sub)
     commands_compliance.register(sub)
     commands_console.register(sub)
     return parser

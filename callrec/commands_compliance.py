@@ -261,7 +261,7 @@ def _retention(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from compliance.erasure import erase_call, erase_recordings, recordings_by_number
+    from compliance.erasure import erase_call, erase_number
     from compliance.errors import ComplianceError
     from compliance.recordings import cli_actor
 
@@ -272,11 +272,7 @@ def _erase(args: argparse.Namespace) -> int:
         if args.call_id:
             report = erase_call(store, args.call_id, args.reason, actor, address)
         else:
-            rec_ids = recordings_by_number(store, args.number)
-            if not rec_ids:
-                _err(f"no call with number {args.number} in the archive")
-                return 1
-            report = erase_recordings(store, rec_ids, args.reason, actor, address)
+            report = erase_number(store, args.number, args.reason, actor, address)
     except ComplianceError as exc:
         _err(f"erase refused: {exc}")
         return 1
@@ -287,6 +283,8 @@ def _erase(args: argparse.Namespace) -> int:
         )
     for key in report.rewritten:
         print(f"rewritten without its rows: {key}")
+    for key in report.call_rows:
+        print(f"call row erased: {key}")
     return 0
 
 

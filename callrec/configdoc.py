@@ -13,6 +13,7 @@ from typing import Any
 from callrec.up import UpSettings
 from compliance.settings import ComplianceSettings
 from console.settings import ConsoleSettings
+from control.settings import ControlSettings
 from infra.settings import ArchiveSettings, ServiceSettings
 from ingest.settings import IngestSettings
 from workers.analyzer.settings import AnalyzerSettings
@@ -26,6 +27,7 @@ SERVICES: dict[str, type[ServiceSettings]] = {
     "recorder": RecorderSettings,
     "analyzer": AnalyzerSettings,
     "up": UpSettings,
+    "control": ControlSettings,
     "console": ConsoleSettings,
 }
 """Each service (``callrec <name>``) and its settings class."""
@@ -49,6 +51,11 @@ _WRITES = "they apply to writing objects; a query only reads"
 
 IGNORED: dict[str, dict[str, str]] = {
     "ingest": {"kafka_recordings_topic": "ingest publishes to the media topic only"},
+    "control": {
+        "kafka_recordings_topic": "control reads call events and writes call lifecycle only",
+        **dict.fromkeys(("s3_object_lock_mode", "s3_object_lock_days", "s3_legal_hold"),
+                        "the control table holds no audio; recordings carry the retention"),
+    },
     "analyzer": {"kafka_media_topic": "the analyzer consumes the recordings topic only"},
     "up": {
         **dict.fromkeys(
@@ -60,8 +67,9 @@ IGNORED: dict[str, dict[str, str]] = {
             ("ingest_linger_ms", "ingest_max_inflight_bytes", "ingest_produce_timeout_s"),
             _KAFKA_PUBLISHER,
         ),
-        **dict.fromkeys(("recorder_session_timeout_ms", "analyzer_session_timeout_ms"),
-                        _KAFKA_GROUP),
+        **dict.fromkeys(("recorder_session_timeout_ms", "analyzer_session_timeout_ms",
+                         "control_session_timeout_ms"), _KAFKA_GROUP),
+        "control_role": "up runs the webhook/API and the controller together",
         **dict.fromkeys(("recorder_fetch_min_bytes", "recorder_fetch_max_wait_ms"),
                         _KAFKA_FETCH),
         **dict.fromkeys(("recorder_host", "recorder_port", "analyzer_host", "analyzer_port"),
@@ -101,6 +109,11 @@ TOOL_VARIABLES: tuple[ToolVariable, ...] = (
     ToolVariable(
         "CALLREC_SIMULATE_TOKEN", "(unset)", "simulate",
         "Stream token `callrec simulate` sends as `?token=` when `--token` is not given.",
+    ),
+    ToolVariable(
+        "CALLREC_CONTROL_URL", "`http://127.0.0.1:8090`", "pause, resume",
+        "Base URL of the control API that `callrec pause` and `callrec resume` call (with "
+        "the bearer token `CALLREC_CONTROL_API_TOKEN`).",
     ),
     ToolVariable(
         "CALLREC_SCREENSHOT_DIR", "(unset)", "tests/integration/test_console.py",

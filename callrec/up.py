@@ -1,4 +1,4 @@
-"""``callrec up``: ingest, recorder, analyzer and the console in one process, no broker, no S3.
+"""``callrec up``: ingest, recorder, analyzer, the console (and control) in one process.
 
 The same services as the distributed deployment, wired to the local bus
 (``infra.bus.local``) instead of Kafka and to a directory (``LocalStore``)
@@ -15,11 +15,17 @@ acknowledged is in the local log; on restart the recorder replays from its commi
 recordings whose streams were open when the process died are archived as
 incomplete from the audio received, with the reason "callrec restarted before
 the stream ended".
+
+With ``CALLREC_CONTROL_WEBHOOK_SECRET`` set, the control plane runs too (webhook and
+API on ``CALLREC_CONTROL_PORT``, the controller on the local bus; docs/control.md).
+Its per-call state lives in the local log of ``callrec.control``, which no group reads,
+so it is never truncated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -27,9 +33,11 @@ from pathlib import Path
 from typing import IO
 
 from callrec import wiring
+from callrec.commands_control import running_control
 from callrec.errors import CommandError
 from console.server import ConsoleServer
 from console.settings import ConsoleSettings
+from control.settings import ControlSettings
 from infra.bus.local import LocalBus
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
@@ -42,8 +50,10 @@ from workers.recorder.settings import RecorderSettings
 log = logging.getLogger(__name__)
 
 
-class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings, ConsoleSettings):
-    """``callrec up``: ingest, recorder, analyzer and console in one process, on a local bus."""
+class UpSettings(IngestSettings, RecorderSettings, AnalyzerSettings, ControlSettings,
+                 ConsoleSettings):
+    """``callrec up``: ingest, recorder, analyzer, the review console and (with a webhook
+    secret) the control plane in one process, on a local bus."""
 
     up_data_dir: str = "callrec-data"
     """Directory of the local bus, the spill files and (unless CALLREC_ARCHIVE_URI is
@@ -70,6 +80,8 @@ class EmbeddedPipeline:
         self.ingest = wiring.ingest_server(settings, self.bus)
         self.recorder = wiring.recorder_service(settings, self.store, self.bus,
                                                 spill_dir=self.data_dir / "spill")
+        self.control_port: int | None = None
+        """Port of the control plane's webhook and API, when it runs."""
         self.analyzer: AnalyzerService | None = None
         """Built in :meth:`run`: loading the whisper model takes a few seconds."""
         self.console = ConsoleServer(
@@ -93,12 +105,18 @@ class EmbeddedPipeline:
         try:
             await self.ingest.start()
             await self.console.start()
-            if ready is not None:
-                ready.set()
-            # Until asked to stop, or until a worker ends (it failed: stop everything).
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
+            async with contextlib.AsyncExitStack() as control:
+                if settings.control_webhook_secret is not None:
+                    _, self.control_port, _ = await control.enter_async_context(
+                        running_control(settings.model_copy(update={"control_role": "all"}),
+                                        store=self.store, bus=self.bus))
+                    log.info("control plane on port %s", self.control_port)
+                if ready is not None:
+                    ready.set()
+                # Until asked to stop, or until a worker ends (it failed: stop everything).
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
             await self.ingest.drain()
         finally:
             await self.console.stop()

@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from console.app import Console
 from console.settings import ConsoleSettings
+from control.api import ControlApi
+from control.controller import Controller
+from control.forwarder import Forwarder
+from control.rules import RuleSet, load_rules, record_all, record_none
+from control.settings import ControlSettings
+from control.state import kafka_loader, local_loader
+from control.wavixapi import WavixClient, WavixConfig
 from infra.bus import Consumer, Producer, Publisher
 from infra.bus.kafka import KafkaPublisher, kafka_consumer, kafka_producer
 from infra.bus.local import LocalBus, LocalConsumer, LocalProducer, LocalPublisher
@@ -114,6 +123,81 @@ def analyzer_service(
         recordings_topic=settings.kafka_recordings_topic,
         max_attempts=settings.analyzer_max_attempts,
         shutdown_grace_s=settings.analyzer_shutdown_grace_s,
+    )
+
+
+def control_api(settings: ControlSettings, bus: LocalBus | None = None) -> ControlApi:
+    """The control plane's HTTP service (webhook, pause/resume API, probes)."""
+    producer: Producer = (LocalProducer(bus) if bus is not None
+                          else kafka_producer(settings.kafka_client_options()))
+    forwarder = None
+    if settings.control_forward_url:
+        forwarder = Forwarder(settings.control_forward_url,
+                              attempts=settings.control_forward_attempts,
+                              queue=settings.control_forward_queue)
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return ControlApi(
+        producer=producer,
+        calls_topic=settings.kafka_calls_topic,
+        webhook_secret=secret(settings.control_webhook_secret),
+        api_token=secret(settings.control_api_token),
+        max_body_bytes=settings.control_max_body_bytes,
+        forwarder=forwarder,
+    )
+
+
+def wavix_client(settings: ControlSettings) -> WavixClient:
+    key = settings.wavix_api_key
+    return WavixClient(WavixConfig(
+        base_url=settings.wavix_api_url,
+        api_key=key.get_secret_value() if key is not None else "",
+        auth_style=settings.wavix_auth_style,
+        path_style=settings.wavix_path_style,
+        timeout_s=settings.wavix_timeout_s,
+        max_attempts=settings.wavix_max_attempts,
+        backoff_s=settings.wavix_backoff_s,
+    ))
+
+
+def recording_rules(settings: ControlSettings) -> RuleSet:
+    channel = settings.control_stream_channel
+    if settings.control_rules_file:
+        return load_rules(settings.control_rules_file, channel)
+    return record_all(channel) if settings.control_record_all else record_none(channel)
+
+
+def controller(settings: ControlSettings, store: ObjectStore,
+               bus: LocalBus | None = None, *, rules: RuleSet | None = None) -> Controller:
+    """The controller: a member of the controller group over ``callrec.calls``."""
+    consumer: Consumer
+    producer: Producer
+    if bus is None:
+        options = settings.kafka_client_options()
+        consumer = kafka_consumer(options, settings.control_group_id,
+                                  session_timeout_ms=settings.control_session_timeout_ms)
+        producer = kafka_producer(options)
+        loader = kafka_loader(options, settings.kafka_control_topic)
+    else:
+        consumer = LocalConsumer(bus, settings.control_group_id)
+        producer = LocalProducer(bus)
+        loader = local_loader(bus, settings.kafka_control_topic)
+    return Controller(
+        consumer=consumer,
+        producer=producer,
+        load_states=loader,
+        store=store,
+        wavix=wavix_client(settings),
+        rules=rules or recording_rules(settings),
+        calls_topic=settings.kafka_calls_topic,
+        control_topic=settings.kafka_control_topic,
+        media_topic=settings.kafka_media_topic,
+        stream_url=settings.control_stream_url,
+        token_keys=settings.token_keys(),
+        stream_type=settings.control_stream_type,
+        confirm_events=settings.control_confirm_events,
     )
 
 

@@ -16,6 +16,11 @@ For each recording of the call, in this order:
    object whole). A crash mid-way is finished by running the command again:
    the tombstone is found and the rest deleted.
 4. Append ``erase`` (or ``erase`` with outcome ``denied``) to the audit trail.
+
+The call's own rows go too: the control plane's ``control`` table keeps one row
+per call it saw (numbers, direction, tag), recorded or not. :func:`erase_call` and
+:func:`erase_number` delete those files (``schemas.tables.CALL_TABLES``), so a
+person's number leaves the archive even for calls that were never recorded.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from schemas.compliance import (
     tombstone_key,
 )
 from schemas.layout import manifest_key, parse_table_key, table_prefix
-from schemas.tables import PARTITION_COLUMN, TABLES
+from schemas.tables import CALL_TABLES, PARTITION_COLUMN, TABLES, recording_id
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ class ErasureReport:
     """Keys deleted."""
     rewritten: list[str] = field(default_factory=list)
     """Shared table files rewritten without the erased rows."""
+    call_rows: list[str] = field(default_factory=list)
+    """Files of the per-call tables (the control plane's row of each call) deleted."""
 
 
 def sha256_of(store: ObjectStore, key: str) -> tuple[str, int]:
@@ -102,14 +109,97 @@ def erase_call(
     address: str = "",
     audit: AuditLog | None = None,
 ) -> ErasureReport:
-    """Erase every recording of ``call_id`` (see the module docstring)."""
+    """Erase every recording of ``call_id`` and the call's own rows (module docstring)."""
     rec_ids = recordings_of_call(store, call_id)
     stones = [s for s in list_tombstones(store) if s.call_id == call_id]
     # An interrupted erasure: the tombstone is there, maybe some objects still are.
     rec_ids += [s.recording_id for s in stones if s.recording_id not in rec_ids]
-    if not rec_ids:
+    row_keys = call_row_keys(store, {call_id})
+    if not rec_ids and not row_keys:
         raise NotFoundError(f"no recording of call {call_id!r} in the archive")
-    return erase_recordings(store, rec_ids, reason, actor, address, audit)
+    report = (erase_recordings(store, rec_ids, reason, actor, address, audit) if rec_ids
+              else ErasureReport())
+    report.call_rows = _erase_call_rows(store, row_keys, reason, actor, address, audit)
+    return report
+
+
+def erase_number(
+    store: ObjectStore,
+    number: str,
+    reason: str,
+    actor: str,
+    address: str = "",
+    audit: AuditLog | None = None,
+) -> ErasureReport:
+    """Erase every recording and every call row where ``number`` is the caller or callee."""
+    calls = calls_by_number(store, number)
+    try:
+        rec_ids = recordings_by_number(store, number)
+    except NoNumbersError:
+        if not calls:
+            raise
+        rec_ids = []
+    if not rec_ids and not calls:
+        raise NotFoundError(f"no call with number {number} in the archive")
+    report = (erase_recordings(store, rec_ids, reason, actor, address, audit) if rec_ids
+              else ErasureReport())
+    calls |= {s.call_id for s in report.erased}
+    report.call_rows = _erase_call_rows(store, call_row_keys(store, calls), reason, actor,
+                                        address, audit)
+    return report
+
+
+def call_row_keys(store: ObjectStore, call_ids: set[str]) -> list[str]:
+    """Files of the per-call tables that belong to ``call_ids`` (named for the call)."""
+    wanted = {recording_id(call_id, 0) for call_id in call_ids}
+    keys = []
+    for name in CALL_TABLES:
+        for key in store.list_keys(table_prefix(name)):
+            parsed = parse_table_key(key)
+            if parsed is not None and parsed.recording_id in wanted:
+                keys.append(key)
+    return keys
+
+
+def calls_by_number(store: ObjectStore, number: str) -> set[str]:
+    """Call ids whose per-call row has ``number`` as ``from_number`` or ``to_number``."""
+    import pyarrow.parquet as pq
+
+    found: set[str] = set()
+    for name in CALL_TABLES:
+        for key in store.list_keys(table_prefix(name)):
+            if parse_table_key(key) is None:
+                continue
+            try:
+                table = pq.read_table(io.BytesIO(store.get_bytes(key)))
+            except (ObjectNotFoundError, OSError):
+                continue
+            columns = [c for c in ("from_number", "to_number") if c in table.column_names]
+            if "call_id" not in table.column_names or not columns:
+                continue
+            for row in table.select(["call_id", *columns]).to_pylist():
+                if any(row[c] == number for c in columns):
+                    found.add(row["call_id"])
+    return found
+
+
+def _erase_call_rows(
+    store: ObjectStore,
+    keys: list[str],
+    reason: str,
+    actor: str,
+    address: str,
+    audit: AuditLog | None,
+) -> list[str]:
+    if not keys:
+        return []
+    deleted = delete_keys(store, keys)
+    (audit or AuditLog(store)).append(
+        actor=actor, address=address, action="erase", target="call rows",
+        detail={"reason": reason, "files": str(len(keys))},
+    )
+    log.info("%d call rows erased", len(keys))
+    return deleted
 
 
 def erase_recordings(
@@ -244,7 +334,8 @@ def _rewrite_shared_files(store: ObjectStore, rec_id: str, date: str) -> list[st
 
 def recordings_by_number(store: ObjectStore, number: str) -> list[str]:
     """Recording ids whose ``calls`` row has ``number`` as ``from_number`` or
-    ``to_number``; :class:`NoNumbersError` when no calls file has those columns."""
+    ``to_number``; :class:`NoNumbersError` when no calls row has a number (files written
+    before the columns existed, or recordings made without the control plane)."""
     import pyarrow.parquet as pq
 
     found: list[str] = []
@@ -259,13 +350,13 @@ def recordings_by_number(store: ObjectStore, number: str) -> list[str]:
         columns = [c for c in ("from_number", "to_number") if c in table.column_names]
         if not columns:
             continue
-        any_numbers = True
         for row in table.select(["recording_id", *columns]).to_pylist():
+            any_numbers = any_numbers or any(row[c] is not None for c in columns)
             if any(row[c] == number for c in columns):
                 found.append(row["recording_id"])
     if not any_numbers:
         raise NoNumbersError(
-            "the calls table has no from_number/to_number columns (archives written before "
-            "the control plane recorded numbers): erase by --call-id instead"
+            "the calls table has no from_number/to_number (archives written before, or "
+            "without, the control plane): erase by --call-id instead"
         )
     return sorted(set(found))

@@ -66,8 +66,9 @@ log = logging.getLogger(__name__)
 BLOCK = 1024 * 1024
 RETENTION_SLACK = dt.timedelta(hours=1)
 """Clock difference tolerated between a recording's start and its objects' retain-until."""
-DERIVED_TABLES = ("segments", "metrics")
-"""Table files the analyzer writes (no manifest lists them: it is never rewritten)."""
+DERIVED_TABLES = tuple(name for name in TABLES if name != "calls")
+"""Table files the analyzer writes, one per recording (no manifest lists them: it is never
+rewritten); the recorder's ``calls`` file is listed by the manifest."""
 
 
 @dataclass(frozen=True, slots=True)

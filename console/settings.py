@@ -15,7 +15,7 @@ class ConsoleSettings(ArchiveSettings):
 
     console_host: str = "0.0.0.0"
     """Address the console's HTTP server binds."""
-    console_port: int = Field(default=8090, ge=0, le=65535)
+    console_port: int = Field(default=8081, ge=0, le=65535)
     """Port of the console, its ``/healthz``, ``/readyz`` and ``/metrics`` (0 = any free)."""
     console_users_file: str | None = None
     """File of built-in users, one ``user:role:<argon2 hash>`` a line (role: viewer,

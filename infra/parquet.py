@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.errors import InfraError
-from schemas.tables import TABLES
+from schemas.tables import ALL_TABLES as TABLES
 
 CONTENT_TYPE = "application/vnd.apache.parquet"
 COMPRESSION = "zstd"

@@ -123,3 +123,20 @@ class ArchiveSettings(ServiceSettings):
         return store
 
 
+
+
+class StreamTokenSettings(ServiceSettings):
+    """Keys of the per-call stream tokens; read by ingest (to check) and control (to mint)."""
+
+    stream_token_keys: SecretStr | None = None
+    """Comma-separated ``keyid:secret`` pairs (secrets of 16+ characters), newest first:
+    control mints per-call stream tokens with the first, ingest accepts any listed
+    (rotation: add a new key in front, remove the old one after the longest call)."""
+
+    def token_keys(self) -> dict[str, bytes]:
+        """``{key id: key}``, newest first; empty when unset."""
+        from schemas.streamtoken import parse_keys
+
+        if self.stream_token_keys is None:
+            return {}
+        return parse_keys(self.stream_token_keys.get_secret_value())

@@ -40,7 +40,8 @@ import pyarrow as pa
 from infra.errors import InfraError
 from schemas.audit import AUDIT_PREFIX, audit_table
 from schemas.compliance import HOLDS_PREFIX, TOMBSTONES_PREFIX, holds_table, tombstones_table
-from schemas.tables import PARTITION_COLUMN, TABLES
+from schemas.tables import ALL_TABLES as TABLES
+from schemas.tables import PARTITION_COLUMN
 
 if TYPE_CHECKING:
     import duckdb

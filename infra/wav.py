@@ -4,7 +4,8 @@ Pure format code (no S3): :func:`wav_header` builds the RIFF header from
 numbers; :func:`write_wav` interleaves per-track raw files (the recorder's spool)
 into a local WAV file and returns its size and sha256, computed while writing so
 the archive never reads the file twice; :func:`read_wav` gives each channel's
-samples back (the analyzer).
+samples back from bytes, :class:`WavReader` from a file, a window at a time (the
+analyzer: RAM flat in call length).
 
 Layout::
 
@@ -31,6 +32,7 @@ import hashlib
 import struct
 from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -205,3 +207,81 @@ def read_wav(data: bytes, codec: Codec, channels: int) -> list[npt.NDArray[np.in
         return [np.ascontiguousarray(interleaved[:, c], dtype=np.int16) for c in range(nch)]
     bytes_ = np.frombuffer(raw, dtype=np.uint8).reshape(-1, nch)
     return [decode_pcm(np.ascontiguousarray(bytes_[:, c]).tobytes(), codec) for c in range(nch)]
+
+
+def _check_format(fmt: tuple[int, ...], codec: Codec, channels: int) -> None:
+    tag, nch, rate, _, _, bits = fmt
+    if (tag, nch, rate, bits) != (_FORMAT_TAGS[codec.encoding], channels, codec.sample_rate,
+                                  8 * codec.sample_width):
+        raise WavFormatError(
+            f"WAV is format {tag}, {nch} ch, {rate} Hz, {bits} bit; the manifest says "
+            f"{codec.id} with {channels} tracks"
+        )
+
+
+class WavReader:
+    """Windows of the channels of a WAV file written by :func:`write_wav`, read from disk.
+
+    Checks the header like :func:`read_wav` (raises :class:`WavFormatError`); holds
+    no samples itself: :meth:`read` returns ``count`` frames from ``first``, each
+    channel as int16 (G.711 decoded), reading ``BLOCK_FRAMES`` frames at a time.
+    """
+
+    def __init__(self, f: BinaryIO, codec: Codec, channels: int) -> None:
+        self._f = f
+        self.codec = codec
+        self.channels = channels
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise WavFormatError("not a RIFF/WAVE file")
+        fmt: tuple[int, ...] | None = None
+        pos = 12
+        while True:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                raise WavFormatError("WAV without fmt or data chunk")
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"fmt ":
+                body = f.read(16)
+                if len(body) < 16:
+                    raise WavFormatError("truncated WAV header")
+                fmt = struct.unpack("<HHIIHH", body)
+            elif chunk_id == b"data":
+                if fmt is None:
+                    raise WavFormatError("WAV without fmt or data chunk")
+                break
+            pos += 8 + size + (size & 1)
+        _check_format(fmt, codec, channels)
+        self._data = pos + 8
+        available = f.seek(0, 2) - self._data
+        self._frame_bytes = codec.sample_width * channels
+        self.frames = min(size, max(0, available)) // self._frame_bytes
+        """Whole frames in the data chunk."""
+
+    def read(self, first: int, count: int,
+             only: list[int] | None = None) -> list[npt.NDArray[np.int16]]:
+        """Frames ``[first, first + count)`` (clipped to the file), one array per channel
+        (per channel of ``only``, when given)."""
+        first = max(0, min(first, self.frames))
+        count = max(0, min(count, self.frames - first))
+        wanted = list(range(self.channels)) if only is None else only
+        arrays = [np.empty(count, np.int16) for _ in wanted]
+        width = self.codec.sample_width
+        self._f.seek(self._data + first * self._frame_bytes)
+        for at in range(0, count, BLOCK_FRAMES):
+            n = min(BLOCK_FRAMES, count - at)
+            raw = self._f.read(n * self._frame_bytes)
+            if len(raw) < n * self._frame_bytes:
+                raise WavFormatError("WAV data ends early")
+            if width == 2:
+                block = np.frombuffer(raw, dtype="<i2").reshape(-1, self.channels)
+                for out, c in zip(arrays, wanted, strict=True):
+                    out[at : at + n] = block[:, c]
+            else:
+                block8 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.channels)
+                for out, c in zip(arrays, wanted, strict=True):
+                    out[at : at + n] = decode_pcm(
+                        np.ascontiguousarray(block8[:, c]).tobytes(), self.codec
+                    )
+        return arrays

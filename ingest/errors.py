@@ -3,6 +3,8 @@
 ::
 
     IngestError
+    ├── AnonymousAccessRefused   at start-up: no stream token configured, anonymous
+    │                            access not asked for, and not bound to loopback
     ├── SkippedMessage           one message is counted and skipped; the stream goes on
     └── StreamRefused            the connection is closed with ``close_code``
         ├── TooManyInvalid       1008: more invalid messages than allowed
@@ -40,6 +42,12 @@ class IngestError(Exception):
     retriable = False
 
 
+class AnonymousAccessRefused(IngestError):
+    """Ingest would accept streams from anyone: refused at start-up (docs/operations.md)."""
+
+    reason = "anonymous_access_refused"
+
+
 class SkippedMessage(IngestError):
     """A well-formed message that is not acceptable where it came: count and skip it."""
 
@@ -61,6 +69,13 @@ class TooManyInvalid(StreamRefused):
 
 class StreamLimitExceeded(StreamRefused):
     reason = "stream_limit"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class CallTokenMismatch(StreamRefused):
+    """The per-call stream token was minted for another call id than the ``start``'s."""
+
+    reason = "call_token_mismatch"
     close_code = CloseCode.POLICY_VIOLATION
 
 

@@ -22,7 +22,7 @@ from schemas.wavix import EVENT_NAMES
 class HotCounts:
     """Counters of the per-message path, as plain integers (see the module docstring)."""
 
-    __slots__ = ("audio_bytes", "messages", "received_bytes")
+    __slots__ = ("audio_bytes", "messages", "published_frames", "received_bytes")
 
     def __init__(self) -> None:
         self.messages = dict.fromkeys(EVENT_NAMES, 0)
@@ -31,6 +31,9 @@ class HotCounts:
         """Bytes of WebSocket messages received."""
         self.audio_bytes = 0
         """Decoded audio payload bytes published to Kafka."""
+        self.published_frames = 0
+        """Media frames handed to the bus (in a ``MediaChunk`` or a ``MediaBatch``); frames
+        still in a coalescing window are received but not yet published."""
 
 
 HOT = HotCounts()
@@ -51,6 +54,9 @@ class _HotCollector(Collector):
         yield CounterMetricFamily("callrec_ingest_audio_bytes",
                                   "Decoded audio payload bytes published to Kafka",
                                   value=HOT.audio_bytes)
+        yield CounterMetricFamily("callrec_ingest_published_frames",
+                                  "Media frames handed to the bus (Kafka or the local log)",
+                                  value=HOT.published_frames)
 
     def describe(self) -> Iterator[Metric]:
         return self.collect()
@@ -63,6 +69,10 @@ CONNECTIONS = Counter(
     "callrec_ingest_connections_total",
     "WebSocket connections by outcome (accepted, or why they were refused before upgrade)",
     ["outcome"],
+)
+CALL_TOKEN_MISMATCH = Counter(
+    "callrec_ingest_call_token_mismatch_total",
+    "Streams refused (close 1008) because the start's call id is not the per-call token's",
 )
 STREAMS_CLOSED = Counter(
     "callrec_ingest_streams_closed_total",

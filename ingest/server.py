@@ -16,6 +16,14 @@ has no room (Kafka slow or away) the socket is not read (backpressure). When
 the socket ends for any reason a ``StreamClosed`` record is written after every
 chunk of the stream has been acknowledged.
 
+Coalescing (``CALLREC_INGEST_COALESCE_MS`` > 0): a stream's media frames are
+gathered into one ``MediaBatch`` record per window instead of one ``MediaChunk``
+each; one server timer writes the batches whose window is over, and a batch is
+written at once when full, on ``stop``, before a ``mark``, when the socket
+stops being read for want of room, and when the stream ends (before its close
+record). Frames still in a window are read but not yet offered: not
+acknowledged (docs/reliability.md).
+
 Shutdown (SIGTERM): ``/readyz`` and new stream upgrades answer 503 (the port
 stays open so probes see it), live streams continue for ``ingest_drain_grace_s``;
 those still open are then closed with 1001, their close records written, the
@@ -25,41 +33,37 @@ producer flushed and the listening socket closed.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import http
+import ipaddress
 import logging
+import math
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import prometheus_client
 from aiokafka.errors import KafkaError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event
-from websockets.typing import BytesLike
 
+from infra.logsafe import install_token_redaction, safe
 from ingest import metrics
 from ingest.errors import (
+    AnonymousAccessRefused,
     CloseCode,
     IdleTimeout,
     IngestError,
-    KafkaUnavailable,
     ServerShutdown,
-    SkippedMessage,
     StreamLimitExceeded,
-    StreamRefused,
-    TooManyInvalid,
 )
 from ingest.session import StreamSession
-from schemas import envelope
+from ingest.stream import IngestConnection, OpenStream
+from schemas import envelope, streamtoken
 from schemas.codecs import codec_by_id
-from schemas.errors import ProtocolError
 
 if TYPE_CHECKING:
     from infra.bus import Publisher
@@ -70,216 +74,6 @@ log = logging.getLogger(__name__)
 STREAM_PATH = "/v1/stream"
 
 
-class IngestConnection(ServerConnection):
-    """websockets' server connection, handing each data message to a sink as it is parsed.
-
-    websockets' handler API queues every message and wakes the handler task for
-    each one (an assembler, futures, two task switches per message). Here a
-    message is handled inside ``data_received``, where websockets parsed it, and
-    flow control pauses the transport directly; ``process_event`` is websockets'
-    hook for this (``serve(create_connection=...)``). The opening handshake,
-    control frames and the closing handshake stay websockets' own.
-    """
-
-    EARLY_FRAMES = 16
-    """Messages held for a handler that has not attached yet; more pause the socket."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sink: Callable[[BytesLike], None] | None = None
-        self._early: list[BytesLike] = []
-        self._early_paused = False
-        self._fragments: list[BytesLike] | None = None
-
-    def attach(self, sink: Callable[[BytesLike], None]) -> None:
-        """From now on every data message goes to ``sink``, those already read first."""
-        self._sink = sink
-        early, self._early = self._early, []
-        if self._early_paused:
-            self._early_paused = False
-            self.transport.resume_reading()
-        for data in early:
-            sink(data)
-
-    def process_event(self, event: Event) -> None:
-        if self.request is None or not isinstance(event, Frame):
-            super().process_event(event)  # the opening handshake
-            return
-        opcode = event.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not event.fin:
-                self._fragments = [event.data]
-                return
-            data = event.data
-        elif opcode is Opcode.CONT:
-            # websockets checked the sequence and the size limit of the whole message.
-            assert self._fragments is not None
-            self._fragments.append(event.data)
-            if not event.fin:
-                return
-            data, self._fragments = b"".join(self._fragments), None
-        else:
-            super().process_event(event)  # ping, pong, close
-            return
-        if self._sink is not None:
-            self._sink(data)
-            return
-        self._early.append(data)
-        if len(self._early) >= self.EARLY_FRAMES and not self._early_paused:
-            self._early_paused = True
-            self.transport.pause_reading()
-
-
-class _OpenStream:
-    """One open stream: its protocol session, flow control and book-keeping.
-
-    Frames arrive through :meth:`feed`, from ``data_received``. While the
-    publisher has no room (Kafka slow or away) the socket is paused and the
-    frames already read wait in ``pending``; the publisher calls :meth:`resume`
-    when it has room again. Nothing read is dropped, unless the stream failed.
-    """
-
-    __slots__ = ("failure", "failures_seen", "held_since", "key", "last_seen", "partition",
-                 "pending", "server", "session", "settled", "unacked", "ws")
-
-    def __init__(self, server: IngestServer, ws: IngestConnection,
-                 session: StreamSession) -> None:
-        self.server = server
-        self.ws = ws
-        self.session = session
-        self.last_seen = time.monotonic()
-        self.held_since: float | None = None
-        """When the socket was paused for want of room: not reading is our doing, not idleness."""
-        self.pending: collections.deque[BytesLike] = collections.deque()
-        self.settled = asyncio.Event()
-        """Set while no frame waits for room."""
-        self.settled.set()
-        self.unacked: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.failure: StreamRefused | None = None
-        self.failures_seen = server.publisher.failures
-        self.key = b""
-        self.partition = 0
-
-    def feed(self, data: BytesLike) -> None:
-        self.last_seen = time.monotonic()
-        if self.failure is not None:
-            return  # being closed: the rest of what the sender wrote is not read
-        if self.pending or not self.server.publisher.has_room():
-            self.pending.append(data)
-            if self.held_since is None:
-                self._hold()
-            return
-        self._take(data)
-
-    def _hold(self) -> None:
-        self.held_since = time.perf_counter()
-        self.settled.clear()
-        self.ws.transport.pause_reading()
-        self.server.publisher.when_room(self.resume)
-
-    def resume(self) -> None:
-        """Room was made: publish what waited, then read the socket again."""
-        if self.held_since is None:
-            return  # the stream failed while it waited
-        self.collect_acks()
-        publisher = self.server.publisher
-        pending = self.pending
-        while pending and self.failure is None and publisher.has_room(waiting=True):
-            self._take(pending.popleft())
-        if pending and self.failure is None:
-            publisher.when_room(self.resume)
-            return
-        self._settle()
-        if not self.ws.transport.is_closing():
-            self.ws.transport.resume_reading()
-
-    def _settle(self) -> None:
-        self.pending.clear()
-        if self.held_since is not None:
-            metrics.BACKPRESSURE.inc(time.perf_counter() - self.held_since)
-            self.held_since = None
-        self.last_seen = time.monotonic()
-        self.settled.set()
-
-    def _take(self, data: BytesLike) -> None:
-        """Parse one message and offer its record to the publisher."""
-        session, server = self.session, self.server
-        hot = metrics.HOT
-        hot.received_bytes += len(data)
-        try:
-            record = session.receive(data)
-        except (ProtocolError, SkippedMessage) as exc:
-            session.invalid += 1
-            metrics.INVALID_MESSAGES.labels(exc.reason).inc()
-            if session.invalid > server.settings.ingest_max_invalid_messages:
-                self.fail(TooManyInvalid(f"{session.invalid} invalid messages"))
-            return
-        except Exception:
-            log.exception("stream %s/%s failed", session.call_id, session.stream_id)
-            self.fail(StreamRefused("internal error"))
-            return
-        if record is None:
-            hot.messages[session.last_event] += 1
-            return
-        if type(record) is envelope.MediaChunk:
-            hot.messages["media"] += 1
-            hot.audio_bytes += len(record.payload)
-        else:
-            hot.messages[_EVENT_OF[type(record)]] += 1
-            if isinstance(record, envelope.StreamStarted):
-                try:
-                    server.admit(record)
-                except StreamLimitExceeded as exc:
-                    session.refuse_start()
-                    metrics.INVALID_MESSAGES.labels("stream_limit").inc()
-                    self.fail(exc)
-                    return
-                self.key = record.call_id.encode()
-                self.partition = server.publisher.partition_for(self.key)
-        done = server.publisher.offer(self.partition, self.key, envelope.encode(record))
-        unacked = self.unacked
-        if not unacked or unacked[-1] is not done:  # else: same batch as the previous record
-            unacked.append(done)
-        if unacked[0].done() or server.publisher.failures != self.failures_seen:
-            self.collect_acks()
-
-    def collect_acks(self) -> None:
-        """Forget acknowledged batches; one the publisher gave up on fails the stream (1013).
-
-        Checked as frames come, on resume and at the end, instead of with a callback
-        per batch and stream. Batches are acknowledged in order, except that one
-        retried inside aiokafka (which never gives up on an idempotent batch) can
-        hold up those behind it while they fail: the publisher's ``failures`` count
-        says when to look at all of them.
-        """
-        unacked = self.unacked
-        while unacked and unacked[0].done():
-            self._check(unacked.popleft())
-        failures = self.server.publisher.failures
-        if failures != self.failures_seen:
-            self.failures_seen = failures
-            for fut in unacked:
-                if fut.done():
-                    self._check(fut)
-
-    def _check(self, fut: asyncio.Future[None]) -> None:
-        exc = fut.exception()
-        if exc is not None:
-            self.fail(exc if isinstance(exc, StreamRefused) else KafkaUnavailable(str(exc)))
-
-    def fail(self, failure: StreamRefused) -> None:
-        """End the stream: close the socket with the failure's code (once)."""
-        if self.failure is not None:
-            return
-        self.failure = failure
-        self._settle()  # frames still waiting for room are not published
-        if self.ws.protocol.close_sent is None:
-            metrics.CLOSE_CODES.labels(str(int(failure.close_code))).inc()
-        asyncio.get_running_loop().create_task(
-            self.ws.close(failure.close_code, failure.reason)
-        )
-
-
 class IngestServer:
     """One ingest process: WebSocket server, Kafka publisher, probes and drain."""
 
@@ -288,8 +82,10 @@ class IngestServer:
         self.codec = codec_by_id(settings.ingest_codec)
         self.publisher = publisher
         self._tokens = [t.get_secret_value().encode() for t in settings.ingest_tokens]
+        self._token_keys = settings.token_keys()
+        """Per-call stream token keys (docs/control.md, "Stream tokens")."""
         self._server: Server | None = None
-        self._streams: set[_OpenStream] = set()
+        self._streams: set[OpenStream] = set()
         self._streams_per_call: dict[str, dict[str, str]] = {}
         """call_id -> {connection_id: stream_type} of the streams open on this pod."""
         self._handlers: set[asyncio.Task[None]] = set()
@@ -297,6 +93,17 @@ class IngestServer:
         self._publisher_started = False
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.closing: set[asyncio.Task[None]] = set()
+        """Closing handshakes started by :meth:`OpenStream.fail`, until they end."""
+        # Stream URLs carry tokens; websockets logs request paths at DEBUG.
+        install_token_redaction()
+        self.coalesce_s = settings.ingest_coalesce_ms / 1000
+        self.coalesce_max_frames = settings.ingest_coalesce_max_frames
+        self._coalesce_tick = self.coalesce_s / 4
+        self._windows: dict[OpenStream, float] = {}
+        """Streams with frames in a coalescing window -> the window's end (loop time),
+        oldest first: windows have one length, so insertion order is deadline order."""
+        self._window_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -311,9 +118,12 @@ class IngestServer:
         return port
 
     async def start(self) -> None:
-        """Listen at once (probes answer); connect to Kafka in the background."""
-        if not self._tokens:
-            log.warning("CALLREC_INGEST_TOKENS is empty: streams are accepted without a token")
+        """Listen at once (probes answer); connect to Kafka in the background.
+
+        Raises :class:`AnonymousAccessRefused` when no token is configured, unless
+        anonymous access is asked for or only loopback is bound.
+        """
+        check_access(self.settings)
         self._server = await serve(
             self._handle,
             self.settings.ingest_host,
@@ -352,9 +162,14 @@ class IngestServer:
         await self.close()
 
     async def close(self) -> None:
+        for stream in list(self._windows):
+            stream.flush()
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self.closing, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -391,6 +206,39 @@ class IngestServer:
                 stream.last_seen = float("inf")
                 stream.fail(IdleTimeout(f"no message for {timeout:.0f}s"))
 
+    # -- coalescing windows: one timer for all streams ----------------------------------
+
+    def window_opened(self, stream: OpenStream) -> None:
+        """``stream`` took the first frame of a window: it ends ``coalesce_s`` from now."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.coalesce_s
+        self._windows[stream] = deadline
+        if self._window_timer is None:
+            self._arm_window_timer(loop, deadline)
+
+    def window_closed(self, stream: OpenStream) -> None:
+        self._windows.pop(stream, None)
+
+    def _arm_window_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        # Fire on a grid of a quarter window, at the tick before the deadline, and flush
+        # every window ending before the next tick: a few timer calls per window for all
+        # streams together, never one per stream; a frame waits 3/4 to 4/4 of the window.
+        tick = self._coalesce_tick
+        self._window_timer = loop.call_at(math.floor(deadline / tick) * tick,
+                                          self._flush_windows)
+
+    def _flush_windows(self) -> None:
+        self._window_timer = None
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + self._coalesce_tick
+        windows = self._windows
+        while windows:
+            stream, deadline = next(iter(windows.items()))
+            if deadline > limit:
+                self._arm_window_timer(loop, deadline)
+                return
+            stream.flush()  # removes it from windows
+
     # -- HTTP, before the upgrade ------------------------------------------------------
 
     def _route(self, ws: ServerConnection, request: Request) -> Response | None:
@@ -423,9 +271,13 @@ class IngestServer:
         return _text(http.HTTPStatus.NOT_FOUND, "not found\n")
 
     def _authorized(self, token: str | None) -> bool:
-        if not self._tokens:
+        if not self._tokens and not self._token_keys:
             return True
         if not token:
+            return False
+        if self._token_keys and streamtoken.key_id_of(token) in self._token_keys:
+            return True  # a per-call token: checked against the start's call id
+        if not self._tokens:
             return False
         given = token.encode()
         # Compare with every token so the time taken says nothing about which matched.
@@ -450,12 +302,14 @@ class IngestServer:
         metrics.CONNECTIONS.labels("accepted").inc()
         metrics.CONNECTIONS_OPEN.inc()
         session = StreamSession(self.codec, self.settings.ingest_pod_name, uuid.uuid4().hex)
-        stream = _OpenStream(self, ws, session)
+        stream = OpenStream(self, ws, session)
+        stream.call_token = self._call_token_of(ws)
         self._streams.add(stream)
         try:
             ws.attach(stream.feed)
             await ws.wait_closed()
             await stream.settled.wait()  # what was read while Kafka had no room
+            stream.flush()  # the last window, before the close record
             await asyncio.gather(*stream.unacked, return_exceptions=True)
             stream.collect_acks()
         finally:
@@ -476,23 +330,40 @@ class IngestServer:
             reason, detail = "disconnect", "socket closed without stop"
         await self._finish(stream, reason, detail)
 
+    def _call_token_of(self, ws: IngestConnection) -> str | None:
+        """The per-call token the connection was opened with, if it was one."""
+        if not self._token_keys or ws.request is None:
+            return None
+        url = urlsplit(ws.request.path)
+        path = url.path.rstrip("/")
+        token = path[len(STREAM_PATH) + 1:] or _first(parse_qs(url.query).get("token"))
+        if token and streamtoken.key_id_of(token) in self._token_keys:
+            return token
+        return None
+
+    def token_fits(self, token: str, call_id: str) -> bool:
+        return streamtoken.verify(token, call_id, self._token_keys)
+
     def admit(self, start: envelope.StreamStarted) -> None:
         """Refuse a stream past the per-call limits (5 oneway + 1 twoway) on this pod.
 
         Connections are counted, not stream ids: a sender reusing a stream id on
         several sockets at once must not get around the limit.
         """
-        streams = self._streams_per_call.setdefault(start.call_id, {})
+        streams = self._streams_per_call.get(start.call_id, {})
         limit = (self.settings.ingest_max_oneway_streams_per_call
                  if start.stream_type == "oneway"
                  else self.settings.ingest_max_twoway_streams_per_call)
         same_type = sum(1 for t in streams.values() if t == start.stream_type)
         if same_type >= limit:
+            # Nothing is stored for a refused stream: refusals cost no memory.
             raise StreamLimitExceeded(
-                f"call_id={start.call_id} already has {same_type} {start.stream_type} "
+                f"call_id={safe(start.call_id)} already has {same_type} {start.stream_type} "
                 "streams on this pod"
             )
-        streams[start.connection_id] = start.stream_type
+        self._streams_per_call.setdefault(start.call_id, streams)[start.connection_id] = (
+            start.stream_type
+        )
 
     async def _offer_when_room(self, partition: int, key: bytes,
                                value: bytes) -> asyncio.Future[None]:
@@ -509,7 +380,7 @@ class IngestServer:
             await room
         return publisher.offer(partition, key, value)
 
-    async def _finish(self, stream: _OpenStream, reason: envelope.CloseReason, detail: str) -> None:
+    async def _finish(self, stream: OpenStream, reason: envelope.CloseReason, detail: str) -> None:
         """Wait for the stream's chunks to be acknowledged, then write its close record."""
         session = stream.session
         if session.start is None:
@@ -523,21 +394,48 @@ class IngestServer:
             await done
         except IngestError as exc:
             log.error("call_id=%s stream %s: close record lost: %s",
-                      session.call_id, session.stream_id, exc)
+                      safe(session.call_id), safe(session.stream_id), exc)
         streams = self._streams_per_call.get(session.start.call_id)
         if streams is not None:
             streams.pop(session.connection_id, None)
             if not streams:
                 del self._streams_per_call[session.start.call_id]
         log.info("call_id=%s stream %s closed: %s (%s), %d chunks, %d invalid",
-                 session.call_id, session.stream_id, reason, detail, session.chunks,
-                 session.invalid)
+                 safe(session.call_id), safe(session.stream_id), reason, safe(detail, 256),
+                 session.chunks, session.invalid)
 
 
-_EVENT_OF: dict[type, str] = {
-    envelope.StreamStarted: "start",
-    envelope.MarkReceived: "mark",
-}
+
+
+def check_access(settings: IngestSettings) -> None:
+    """Refuse (:class:`AnonymousAccessRefused`) to serve without a stream token unless
+    anonymous access is asked for, or only loopback is bound; warn when serving so.
+    Per-call stream token keys (``CALLREC_STREAM_TOKEN_KEYS``) are authentication too."""
+    if settings.ingest_tokens or settings.stream_token_keys is not None:
+        return
+    host = settings.ingest_host
+    if settings.ingest_allow_anonymous:
+        log.warning("CALLREC_INGEST_TOKENS is empty and CALLREC_INGEST_ALLOW_ANONYMOUS is "
+                    "true: streams from anyone who reaches %s are recorded", host)
+    elif _loopback(host):
+        log.warning("CALLREC_INGEST_TOKENS is empty: streams are accepted without a token "
+                    "on %s (loopback only)", host)
+    else:
+        raise AnonymousAccessRefused(
+            f"CALLREC_INGEST_TOKENS is empty and ingest binds {host!r}: anyone could record "
+            "into the archive. Set CALLREC_INGEST_TOKENS, bind 127.0.0.1 "
+            "(CALLREC_INGEST_HOST), or set CALLREC_INGEST_ALLOW_ANONYMOUS=true"
+        )
+
+
+def _loopback(host: str) -> bool:
+    """True when ``host`` binds a loopback address only (nobody else can connect)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _text(status: http.HTTPStatus, body: str) -> Response:

@@ -80,6 +80,7 @@ class StreamSession:
                     name=event.mark.name,
                     received_ns=time.time_ns(),
                     seq=event.sequence_number,
+                    event_time=event.event_time,
                 )
             case wavix.Connected():
                 self.last_event = "connected"

@@ -8,11 +8,11 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from infra.settings import KafkaSettings
+from infra.settings import KafkaSettings, StreamTokenSettings
 from schemas.codecs import CODECS
 
 
-class IngestSettings(KafkaSettings):
+class IngestSettings(KafkaSettings, StreamTokenSettings):
     """``callrec ingest``: the WebSocket server Wavix streams to."""
 
     ingest_host: str = "0.0.0.0"
@@ -21,7 +21,12 @@ class IngestSettings(KafkaSettings):
     """Port of ``/v1/stream``, ``/healthz``, ``/readyz`` and ``/metrics`` (0 = any free port)."""
     ingest_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     """Comma-separated stream tokens accepted in ``?token=`` or the path ``/v1/stream/<token>``.
-    Empty means no authentication (only for local use; logged as a warning)."""
+    Without any, ingest refuses to start unless ``CALLREC_INGEST_ALLOW_ANONYMOUS`` is true
+    or it binds a loopback address only (``CALLREC_INGEST_HOST=127.0.0.1``)."""
+    ingest_allow_anonymous: bool = False
+    """Accept streams without a token when ``CALLREC_INGEST_TOKENS`` is empty, on any
+    address (anyone who reaches the port can then record into the archive; logged as a
+    warning). Off: ingest without tokens starts only on a loopback address."""
     ingest_pod_name: str = Field(default_factory=socket.gethostname)
     """Name recorded as custody in every stream record (the Kubernetes pod name)."""
     ingest_codec: str = "L16/24000"
@@ -42,6 +47,15 @@ class IngestSettings(KafkaSettings):
     all partitions: at low load one produce request then carries the frames of many calls
     instead of one or two (a request costs ~0.3 ms of CPU in ingest and in the broker).
     Adds up to this much to frame→ack latency; 0 sends at once."""
+    ingest_coalesce_ms: float = Field(default=100.0, ge=0, le=1000)
+    """Consecutive media frames of a stream are written as one Kafka record (``MediaBatch``)
+    for up to this long: a frame reaches ``callrec.media`` up to this much later, and Kafka,
+    ingest and the recorder handle a record per window instead of per 20 ms frame. Flushed
+    at once on stop, mark, close, drain and backpressure. 0 writes one ``MediaChunk`` record
+    per frame (what recorders older than the ``MediaBatch`` record read)."""
+    ingest_coalesce_max_frames: int = Field(default=50, ge=1, le=1000)
+    """Frames in one coalesced record at most (also capped at 64 KiB of audio); a full
+    record is written at once. Matters when a sender bursts (catching up after backpressure)."""
     ingest_produce_timeout_s: float = Field(default=120.0, gt=0)
     """How long one chunk may wait for Kafka (retrying) before the connection is closed
     with 1013; the stream is then recorded as incomplete."""

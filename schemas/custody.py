@@ -106,6 +106,28 @@ class StreamCustody(msgspec.Struct, frozen=True, kw_only=True):
     """One per connection that ended, ordered by time."""
 
 
+class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """Something that happened at a point of the recording (today: a Wavix ``mark``)."""
+
+    at_ms: int | None
+    """Position in the recording (ms from its start, the WAV's time 0), on the clock
+    ``clock``; null when the stream's start record never arrived (nothing to place it by)."""
+    kind: str
+    """``mark``: a twoway stream's mark came back (the audio sent before it had played)."""
+    stream_id: str
+    name: str
+    """The mark's name, as the bot sent it."""
+    seq: int | None
+    """Wavix's ``sequence_number`` of the message, when given."""
+    event_time: str | None
+    """Wavix's ``event_time`` of the message, verbatim."""
+    received: str
+    """When the ingest pod read it (ISO-8601 UTC, µs)."""
+    clock: str
+    """What placed it: ``event_time`` (Wavix's clock, as the audio when the recording's
+    clock is ``event_time``) or ``received`` (the ingest pod's receive time)."""
+
+
 class TrackCounts(msgspec.Struct, frozen=True, kw_only=True):
     """What the recorder saw and repaired on one track (docs/reassembly.md defines each)."""
 

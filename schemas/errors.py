@@ -10,6 +10,9 @@
     │   └── InvalidPayloadError      reason "bad_base64" / "bad_payload": audio we cannot use
     ├── EnvelopeError                a Kafka record we cannot decode
     │   └── UnsupportedVersionError  written by a newer callrec than this one
+    ├── CallEventError               a Wavix call event (webhook) we cannot accept
+    │   ├── MalformedCallEventError  reason "malformed_json": not a JSON object
+    │   └── InvalidCallEventError    reason "invalid_event": no call id or event type
     └── UnknownCodecError            a codec id we do not know
 
 ``reason`` is a short, stable label used as the value of the ``reason`` metric label and
@@ -62,3 +65,17 @@ class UnsupportedVersionError(EnvelopeError):
 
 class UnknownCodecError(SchemaError):
     reason = "unknown_codec"
+
+
+class CallEventError(SchemaError):
+    """A Wavix call event (webhook body) that cannot be used."""
+
+    reason = "invalid_event"
+
+
+class MalformedCallEventError(CallEventError):
+    reason = "malformed_json"
+
+
+class InvalidCallEventError(CallEventError):
+    reason = "invalid_event"

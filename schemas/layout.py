@@ -7,6 +7,8 @@
     recordings/<recording_id>/manifest.json     written last by the recorder: "archived"
     recordings/<recording_id>/transcript.json   written last by the analyzer: "analysed"
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet   (schemas.tables.table_key)
+    failures/<call>/<partition>-<first offset>.json  a recording the recorder could not
+                                                     archive, and why (failure_key)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import NamedTuple
 
 RECORDINGS = "recordings/"
 TABLES = "tables/"
+FAILURES = "failures/"
 WAV_NAME = "audio.wav"
 MANIFEST_NAME = "manifest.json"
 TRANSCRIPT_NAME = "transcript.json"
@@ -48,6 +51,13 @@ def recording_of(key: str, name: str = MANIFEST_NAME) -> str | None:
         rec_id = key[len(RECORDINGS) : -len("/" + name)]
         return rec_id if rec_id and "/" not in rec_id else None
     return None
+
+
+def failure_key(call_key: str, partition: int, first_offset: int) -> str:
+    """Where the recorder notes a recording it could not archive: ``call_key`` is the
+    call's key-safe name (``recording_id(call_id, 0)`` without ``-0``), the partition
+    and first offset say which records to replay once the cause is fixed."""
+    return f"{FAILURES}{call_key}/{partition}-{first_offset}.json"
 
 
 def table_prefix(table: str) -> str:

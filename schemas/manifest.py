@@ -20,6 +20,9 @@ from the wall clock; JSON keys are sorted, lists have a defined order, the
 indentation is fixed and the document ends with one newline. Field names and
 meanings are the contract of ``version`` 1; adding a field keeps the version,
 renaming or changing one takes a new version (readers check ``version``).
+Fields added within version 1 are optional: ``timeline`` is absent from
+manifests written before it and from recordings without marks (so their
+bytes are what they were), and reads back as ``msgspec.UNSET`` (falsy).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import cast
 import msgspec
 
 from schemas import envelope
-from schemas.custody import StreamCustody, TrackCounts, iso_time, parse_iso_ns
+from schemas.custody import StreamCustody, TimelineEntry, TrackCounts, iso_time, parse_iso_ns
 from schemas.layout import manifest_key, wav_key
 from schemas.wavix import Track
 
@@ -47,6 +50,31 @@ class ObjectEntry(msgspec.Struct, frozen=True, kw_only=True):
     """Lower-case hex SHA-256 of the object's bytes."""
     size: int
     content_type: str
+
+
+class CallInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the control plane knew of the call (absent for streams started by hand)."""
+
+    from_number: str | None = None
+    """The caller (Wavix ``from``)."""
+    to_number: str | None = None
+    """The called number (Wavix ``to``)."""
+    direction: str | None = None
+    """``inbound`` or ``outbound``."""
+    tag: str | None = None
+    answered_time: str | None = None
+    """When the call was answered (Wavix's time, verbatim)."""
+    completed_time: str | None = None
+    """When the call ended, if that was known before the recording was archived."""
+    disposition: str | None = None
+
+
+class PauseEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """An interval paused on request (card payments): silence in the WAV, never transcribed."""
+
+    start_ms: int
+    """From the recording start."""
+    end_ms: int
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +104,14 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """Per track."""
     objects: list[ObjectEntry]
     """Every other object of the recording (WAV, Parquet rows), sorted by key."""
+    call: CallInfo | msgspec.UnsetType = msgspec.UNSET
+    """Call metadata from the control plane; absent for streams started by hand and in
+    manifests written before it (added within version 1)."""
+    pauses: list[PauseEntry] | msgspec.UnsetType = msgspec.UNSET
+    """Paused intervals, in order; absent when there are none (added within version 1)."""
+    timeline: list[TimelineEntry] | msgspec.UnsetType = msgspec.UNSET
+    """Events placed in the recording's time, by ``at_ms`` (then stream, time received):
+    the marks of twoway streams. Absent when there are none (added within version 1)."""
 
     @property
     def date(self) -> str:
@@ -130,4 +166,5 @@ def recording_event(
         complete=manifest.complete,
         reason=manifest.reason,
         wav_sha256=next((o.sha256 for o in manifest.objects if o.key == wav), ""),
+        pauses=[(p.start_ms, p.end_ms) for p in manifest.pauses or []],
     )

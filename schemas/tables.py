@@ -1,12 +1,16 @@
 """The analytics tables callrec writes (Parquet), their schemas and S3 layout.
 
-Three tables, each partitioned Hive-style by the UTC date of the recording start::
+Six tables, each partitioned Hive-style by the UTC date of the recording start::
 
     tables/<table>/date=YYYY-MM-DD/<recording_id>.parquet
 
-- ``calls``    one row per recording (the recorder)
-- ``segments`` one row per transcript segment (the analyzer)
-- ``metrics``  one row per recording and track, plus one for the whole call (the analyzer)
+- ``calls``        one row per recording (the recorder)
+- ``segments``     one row per transcript segment (the analyzer)
+- ``metrics``      one row per recording and track, plus one for the whole call (the analyzer)
+- ``turns``        one row per conversational turn (the analyzer)
+- ``turn_metrics`` turn-taking figures per recording and track, plus the call's (the analyzer)
+- ``control``      one row per call the control plane saw, recorded or not, with the reason
+  (the controller; the file is named for the call, ``<call id>-0``, date = first event)
 
 One file per recording and table, at a key derived from the recording alone:
 a replay after a crash overwrites the same key with the same bytes instead of
@@ -92,6 +96,19 @@ CALLS = _schema(
     _field("overlaps", pa.int64(), "Chunks whose time range collided with another's."),
     _field("streams", pa.int32(), "Wavix streams the recording was assembled from."),
     _field("ingest_pods", pa.list_(pa.string()), "Ingest pods that held its connections."),
+    *(_CALL_INFO := (
+        _field("from_number", pa.string(), "Caller (Wavix from); null without the control plane.",
+               nullable=True),
+        _field("to_number", pa.string(), "Called number (Wavix to).", nullable=True),
+        _field("direction", pa.string(), "inbound or outbound.", nullable=True),
+        _field("tag", pa.string(), "The call's Wavix tag.", nullable=True),
+        _field("answered_time", TIMESTAMP, "When the call was answered.", nullable=True),
+        _field("completed_time", TIMESTAMP, "When the call ended (if known when archived).",
+               nullable=True),
+        _field("disposition", pa.string(), "How the call ended, as Wavix says.", nullable=True),
+    )),
+    _field("paused_ms", pa.int64(), "Time paused on request (silence, not transcribed).",
+           nullable=True),
 )
 """``calls``: one row per recording, written by the recorder with the WAV and manifest."""
 
@@ -136,6 +153,78 @@ METRICS = _schema(
 """``metrics``: conversation and audio metrics per track and per call (the analyzer)."""
 
 
+CONTROL = _schema(
+    "control",
+    _field("call_id", pa.string(), "Wavix call id."),
+    _field("recorded", pa.bool_(), "A stream was started for the call (see the calls table)."),
+    _field("reason", pa.string(),
+           "Why the call is not recorded (no_rule_matched, not_answered, stream_start_failed:\n"
+           "..., stream_start_unknown); null when recorded.", nullable=True),
+    _field("rule", pa.string(), "Name of the recording rule that matched.", nullable=True),
+    _field("channel", pa.string(), "Stream channel asked for (inbound, outbound, both).",
+           nullable=True),
+    _field("stream_id", pa.string(), "The last Wavix stream started for the call.",
+           nullable=True),
+    _field("stream_starts", pa.int32(), "Stream start requests made (1 + resumes)."),
+    _field("pauses", pa.int32(), "Pauses asked for."),
+    _field("first_event_time", TIMESTAMP, "When control accepted the call's first event."),
+    _field("last_event", pa.string(), "The last Wavix event type seen.", nullable=True),
+    *_CALL_INFO,
+)
+"""``control``: one row per call the control plane saw, recorded or not (the controller)."""
+TURNS = _schema(
+    "turns",
+    *_KEYS,
+    _field("turn", pa.int32(), "Index of the turn in the recording, by start, from 0."),
+    _field("track", pa.string(), "inbound or outbound: the channel that speaks."),
+    _field("speaker", pa.string(), "Speaker label of the track (caller/agent)."),
+    _field("start_ms", pa.int64(), "Turn start from the recording start."),
+    _field("end_ms", pa.int64(), "Turn end from the recording start."),
+    _field("duration_ms", pa.int64(), "end_ms - start_ms."),
+    _field("responds_to", pa.int32(),
+           "turn of the other side's turn this one answers or barged in on; null if none.",
+           nullable=True),
+    _field("response_latency_ms", pa.int64(),
+           "start_ms minus the end of the turn it answers; negative for a barge-in.",
+           nullable=True),
+    _field("barge_in", pa.bool_(), "The turn began while the other side's turn was going on."),
+    _field("yield_ms", pa.int64(),
+           "For a barge-in: how long the other side kept talking after it began.",
+           nullable=True),
+    _field("words", pa.int32(), "Transcript words attached to the turn."),
+    _field("text", pa.string(), "Transcript text of the turn (may be empty)."),
+)
+"""``turns``: one row per turn of each side (docs/analytics.md, turn-taking)."""
+
+TURN_METRICS = _schema(
+    "turn_metrics",
+    *_KEYS,
+    _field("track", pa.string(), "inbound, outbound, or call (every side together)."),
+    _field("speaker", pa.string(), "Speaker label of the track; null on the call row.",
+           nullable=True),
+    _field("turns", pa.int32(), "Turns of the side."),
+    _field("first_turn_ms", pa.int64(), "Start of the side's first turn from the recording "
+           "start; null without turns.", nullable=True),
+    _field("responses", pa.int32(), "Turns that answer the other side without barging in."),
+    _field("response_latency_p50_ms", pa.int64(), "Median response latency (nearest rank).",
+           nullable=True),
+    _field("response_latency_p90_ms", pa.int64(), "90th percentile response latency.",
+           nullable=True),
+    _field("response_latency_max_ms", pa.int64(), "Slowest response.", nullable=True),
+    _field("barge_ins", pa.int32(), "Turns of the side that began while the other spoke."),
+    _field("barged_into", pa.int32(), "Barge-ins of the other side on this side's turns."),
+    _field("yield_p50_ms", pa.int64(), "Median time this side kept talking once barged into.",
+           nullable=True),
+    _field("yield_max_ms", pa.int64(), "Longest time this side kept talking once barged into.",
+           nullable=True),
+    _field("dead_air_count", pa.int32(), "Silences of nobody's turn of at least the dead-air "
+           "length (call row; null per track).", nullable=True),
+    _field("dead_air_ms", pa.int64(), "Their total length (call row).", nullable=True),
+    _field("dead_air_longest_ms", pa.int64(), "The longest (call row).", nullable=True),
+)
+"""``turn_metrics``: turn-taking figures per track and per call (the analyzer)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Table:
     """One analytics table."""
@@ -150,7 +239,21 @@ TABLES: dict[str, Table] = {
     "calls": Table("calls", CALLS, "One row per recording."),
     "segments": Table("segments", SEGMENTS, "One row per transcript segment."),
     "metrics": Table("metrics", METRICS, "One row per recording and track, and per call."),
+    "turns": Table("turns", TURNS, "One row per conversational turn."),
+    "turn_metrics": Table("turn_metrics", TURN_METRICS,
+                          "Turn-taking figures per recording and track, and per call."),
 }
+
+
+CALL_TABLES: dict[str, Table] = {
+    "control": Table("control", CONTROL, "One row per call the control plane saw."),
+}
+"""Tables with one file per *call* (``<call id>-0``), which may exist without any
+recording: not among :data:`TABLES`, whose files belong to recordings (a manifest,
+verify, erase and export account for those)."""
+
+ALL_TABLES: dict[str, Table] = {**TABLES, **CALL_TABLES}
+"""Every table ``callrec query`` attaches."""
 
 
 def recording_id(call_id: str, part: int) -> str:
@@ -176,8 +279,8 @@ def table_key(table: str, date: str, recording_id: str) -> str:
     ``date`` is the UTC date of the recording start. Raises ``ValueError`` for an
     unknown table, a malformed date or an id that is unsafe as a file name.
     """
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    if table not in ALL_TABLES:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(ALL_TABLES)}")
     if not _DATE.fullmatch(date):
         raise ValueError(f"date {date!r} is not YYYY-MM-DD")
     _date.fromisoformat(date)  # a real calendar day

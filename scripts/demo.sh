@@ -12,7 +12,7 @@
 # (default 8080; 0 = any free port), CALLREC_INGEST_TOKENS (comma-separated stream
 # tokens; unset = a random token for this run, printed with the stream_url: the
 # server listens on every interface, so a token anyone could guess would let anyone
-# record into it). CALLREC_CONSOLE_PORT (default 8090): the review console; its login is
+# record into it). CALLREC_CONSOLE_PORT (default 8081): the review console; its login is
 # user `demo` with a random password printed at the end (CALLREC_CONSOLE_USERS_FILE unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ export CALLREC_INGEST_TOKENS
 export CALLREC_LOG_LEVEL=${CALLREC_LOG_LEVEL:-WARNING}
 token=${CALLREC_INGEST_TOKENS%%,*}
 mkdir -p "$CALLREC_UP_DATA_DIR"
-export CALLREC_CONSOLE_PORT=${CALLREC_CONSOLE_PORT:-8090}
+export CALLREC_CONSOLE_PORT=${CALLREC_CONSOLE_PORT:-8081}
 # A local archive is cheap to list: the console shows a new call within 2 s.
 export CALLREC_CONSOLE_INDEX_REFRESH_S=${CALLREC_CONSOLE_INDEX_REFRESH_S:-2}
 console_password=""
@@ -67,8 +67,9 @@ done
 
 call="demo-$(date +%Y%m%d-%H%M%S)"
 echo "== Streaming tests/data/stereo_diarization.wav as call ${call}-1 (caller left, agent right)"
-.venv/bin/callrec simulate tests/data/stereo_diarization.wav --layout oneway --fast \
-  --url "ws://127.0.0.1:$port/v1/stream" --token="$token" --call-id-prefix "$call"
+# The token goes in the environment, never on the command line (ps shows arguments).
+CALLREC_SIMULATE_TOKEN="$token" .venv/bin/callrec simulate tests/data/stereo_diarization.wav \
+  --layout oneway --fast --url "ws://127.0.0.1:$port/v1/stream" --call-id-prefix "$call"
 
 .venv/bin/python - "$CALLREC_UP_DATA_DIR/archive" "${call}-1-0" <<'PY'
 import sys, time

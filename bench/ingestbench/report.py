@@ -173,8 +173,9 @@ def render_markdown(res: dict[str, Any], rows: Sequence[tuple[str, str, str, str
         "How each figure is taken:",
         "",
         "- msg/s: (a) messages the bare server counted / (its last receive - first send); "
-        "(b) records Kafka acknowledged (`callrec_ingest_records_total`: start, media and "
-        "close records) / (broker LogAppendTime of the newest record - first send). "
+        "(b) messages Kafka acknowledged (start, media and close; media counted per frame by "
+        "`callrec_ingest_published_frames_total`, as a record may carry a window of them) / "
+        "(broker LogAppendTime of the newest record - first send). "
         f"{res['plan']['conns']} connections x {res['plan']['media']} media messages, "
         "median of the runs.",
         "- p99 frame->ack: `callrec_ingest_produce_latency_seconds` (from a record handed to "

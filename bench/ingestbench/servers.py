@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.procs import Children, Service
-from bench.harness.promstats import histogram, http_get, metric_sum, parse_metrics
+from bench.harness.promstats import (
+    histogram,
+    http_get,
+    metric_by_label,
+    metric_sum,
+    parse_metrics,
+)
 from bench.harness.topics import create_topics, delete_topic
 from bench.ingestbench.frames import TOKEN
 from bench.ingestbench.topicscan import PARTITIONS
@@ -34,6 +40,12 @@ class Metrics:
     """The ingest metrics this benchmark reads."""
 
     records: float = 0.0
+    """Kafka records acknowledged (with coalescing, a record carries many frames)."""
+    frames: float = 0.0
+    """Media frames handed to Kafka (``callrec_ingest_published_frames_total``)."""
+    starts: float = 0.0
+    closed: float = 0.0
+    inflight: float = 0.0
     open_streams: float = 0.0
     buckets: list[tuple[float, float]] = field(default_factory=list)
     """(le, cumulative count) of the produce-latency histogram, +Inf last."""
@@ -48,6 +60,10 @@ class Metrics:
         s = parse_metrics(text)
         return cls(
             records=metric_sum(s, "callrec_ingest_records_total"),
+            frames=metric_sum(s, "callrec_ingest_published_frames_total"),
+            starts=metric_by_label(s, "callrec_ingest_messages_total", "event").get("start", 0.0),
+            closed=metric_sum(s, "callrec_ingest_streams_closed_total"),
+            inflight=metric_sum(s, "callrec_ingest_inflight_bytes"),
             open_streams=metric_sum(s, "callrec_ingest_connections_open"),
             buckets=histogram(s, "callrec_ingest_produce_latency_seconds"),
             produce_count=metric_sum(s, "callrec_ingest_produce_latency_seconds_count"),
@@ -56,6 +72,13 @@ class Metrics:
             invalid=metric_sum(s, "callrec_ingest_invalid_messages_total"),
             retries=metric_sum(s, "callrec_ingest_produce_retries_total"),
         )
+
+    @property
+    def messages(self) -> float:
+        """Start, media and close messages handed to Kafka, each counted once whether its
+        record carries one frame or a window of them (CALLREC_INGEST_COALESCE_MS); all
+        acknowledged once ``inflight`` is 0."""
+        return self.frames + self.starts + self.closed
 
 
 class Ingest:
@@ -101,7 +124,7 @@ class Ingest:
         deadline = time.monotonic() + timeout
         while True:
             m = self.metrics()
-            if m.records >= expected or time.monotonic() > deadline:
+            if (m.messages >= expected and not m.inflight) or time.monotonic() > deadline:
                 return m
             time.sleep(0.25)
 

@@ -62,8 +62,8 @@ def stage_ingest_flood(children: Children, kafka: Any, tmp: Path, plan: Plan,
     finally:
         ingest.close()
     seconds = scan.last_append_ms / 1000 - load["t0"]
-    return {"records": m.records, "expected": expected, "in_topic": scan.records,
-            "seconds": seconds, "msg_s": m.records / seconds, "ingest_cpu_s": cpu,
+    return {"records": m.messages, "expected": expected, "in_topic": scan.records,
+            "seconds": seconds, "msg_s": m.messages / seconds, "ingest_cpu_s": cpu,
             "kafka_cpu_s": kcpu, "loadgen_cpu_s": load["cpu_s"],
             "backpressure_s": m.backpressure_s, "close_codes": load["close_codes"],
             "p99_ms": histogram_quantile(0.99, m.buckets) * 1000, "other_pct": other,
@@ -84,7 +84,7 @@ def stage_half_load(children: Children, kafka: Any, tmp: Path, plan: Plan,
                                       "channel": "inbound", "prefix": "half"},
                            plan.half_load_s + 300)
         (cpu, kcpu), other, cpu_wall = window.close()
-        expected = before.records + load["media"] + 2 * conns
+        expected = before.messages + load["media"] + 2 * conns
         m = ingest.wait_records(int(expected), 120)
         scan = asyncio.run(scan_topic(kafka.bootstrap, ingest.topic, decode=True))
     finally:
@@ -100,7 +100,7 @@ def stage_half_load(children: Children, kafka: Any, tmp: Path, plan: Plan,
         "mean_batch_ms": 1000 * (m.produce_sum - before.produce_sum)
         / max(1.0, m.produce_count - before.produce_count),
         "record_p99_ms": quantile(rec_lat, 0.99), "record_p50_ms": quantile(rec_lat, 0.5),
-        "records": m.records, "expected": expected, "sender_late_max_ms": load["late_max_ms"],
+        "records": m.messages, "expected": expected, "sender_late_max_ms": load["late_max_ms"],
         "ingest_cpu_pct": 100 * cpu / cpu_wall, "kafka_cpu_pct": 100 * kcpu / cpu_wall,
         "loadgen_cpu_pct": 100 * load["cpu_s"] / wall, "other_pct": other,
         "records_per_batch": (m.records - before.records)
@@ -158,7 +158,7 @@ def stage_realtime(children: Children, kafka: Any, tmp: Path, plan: Plan,
                            plan.rt_seconds + 600)
         wall = load["t1"] - load["t0"]
         (cpu, kcpu), other, cpu_wall = window.close()
-        expected = before.records + load["media"] + 2 * calls
+        expected = before.messages + load["media"] + 2 * calls
         m = ingest.wait_records(int(expected), 120)
         scan = asyncio.run(scan_topic(kafka.bootstrap, ingest.topic, decode=True,
                                        keep_media=True))
@@ -187,7 +187,7 @@ def stage_realtime(children: Children, kafka: Any, tmp: Path, plan: Plan,
         "calls": calls, "seconds": wall, "media_sent": load["media"],
         "msg_s": load["media"] / wall, "missing": missing, "short_sends": short,
         "duplicates": scan.duplicates, "closes": scan.closes,
-        "close_codes": load["close_codes"], "records": m.records, "expected": expected,
+        "close_codes": load["close_codes"], "records": m.messages, "expected": expected,
         "sender_late_max_ms": load["late_max_ms"], "sender_late_p99_ms": load["late_p99_ms"],
         "read_lag_max_ms": max(read_lag, default=math.nan),
         "read_lag_p99_ms": quantile(read_lag, 0.99),

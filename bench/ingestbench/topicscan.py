@@ -78,24 +78,28 @@ async def scan_topic(bootstrap: str, topic: str, *, decode: bool, keep_media: bo
                         scan.records += 1
                         scan.last_append_ms = max(scan.last_append_ms, m.timestamp)
                         rec = envelope.decode(m.value)
-                        if isinstance(rec, envelope.MediaChunk):
-                            scan.media += 1
-                            key = (rec.call_id, rec.track)
-                            flags = scan.seen.get(key)
-                            if flags is None:
-                                flags = scan.seen[key] = bytearray(64)
-                            if rec.chunk >= len(flags):
-                                flags.extend(bytes(rec.chunk + 1 - len(flags) + 64))
-                            if flags[rec.chunk]:
-                                scan.duplicates += 1
-                            flags[rec.chunk] = 1
-                            scan.append_minus_received_ms.append(
-                                m.timestamp - rec.received_ns / 1e6
-                            )
-                            if keep_media:
-                                scan.media_items.append(
-                                    (rec.call_id, rec.chunk, rec.received_ns, m.timestamp)
+                        if isinstance(rec, envelope.MediaChunk | envelope.MediaBatch):
+                            # A MediaBatch (CALLREC_INGEST_COALESCE_MS) stands for its frames.
+                            batch = (rec.chunks() if isinstance(rec, envelope.MediaBatch)
+                                     else [rec])
+                            for chunk in batch:
+                                scan.media += 1
+                                key = (chunk.call_id, chunk.track)
+                                flags = scan.seen.get(key)
+                                if flags is None:
+                                    flags = scan.seen[key] = bytearray(64)
+                                if chunk.chunk >= len(flags):
+                                    flags.extend(bytes(chunk.chunk + 1 - len(flags) + 64))
+                                if flags[chunk.chunk]:
+                                    scan.duplicates += 1
+                                flags[chunk.chunk] = 1
+                                scan.append_minus_received_ms.append(
+                                    m.timestamp - chunk.received_ns / 1e6
                                 )
+                                if keep_media:
+                                    scan.media_items.append(
+                                        (chunk.call_id, chunk.chunk, chunk.received_ns, m.timestamp)
+                                    )
                         elif isinstance(rec, envelope.StreamClosed):
                             scan.closes[rec.reason] = scan.closes.get(rec.reason, 0) + 1
                         if m.offset + 1 >= ends[tp]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import shutil
 import signal
 import time
@@ -58,8 +59,10 @@ from bench.loadharness.verify import list_manifests, verify
 from deploy.local import stack
 
 TOKEN = "reliability-token"
-RECORDS_PER_CALL_S = 100
-"""Media records per second of a two-track call (2 tracks x 50 frames)."""
+_COALESCE_MS = float(os.environ.get("CALLREC_INGEST_COALESCE_MS", "100"))
+RECORDS_PER_CALL_S = 100.0 if _COALESCE_MS <= 0 else min(100.0, 1000.0 / _COALESCE_MS)
+"""Media records per second of a two-track call: 2 tracks x 50 frames, or one record per
+coalescing window of its one ``both`` stream (ingest inherits the environment)."""
 AUDIO_BYTES_PER_CALL_S = 96_000
 """Audio bytes per second of a two-track L16/24000 call."""
 

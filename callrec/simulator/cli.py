@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from callrec.emulator import cli as emulator_cli
 from callrec.logs import configure_logging
 from callrec.simulator.calls import build_calls
 from callrec.simulator.errors import CallsFailed, SimulatorError
@@ -180,6 +181,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the summary and every stream's report as JSON on stdout",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log each call on stderr")
+    emulator_cli.add_arguments(p)
     p.set_defaults(func=_simulate)
 
 
@@ -187,6 +189,8 @@ def _simulate(args: argparse.Namespace) -> int:
     """``callrec simulate``: the only function here that prints."""
     from tqdm import tqdm
 
+    if args.emulate_wavix:
+        return emulator_cli.run(args)
     configure_logging("INFO" if args.verbose else "WARNING")
     faults = Faults(
         drop=args.drop,

@@ -123,6 +123,11 @@ class ObjectStore(Protocol):
     def get_bytes(self, key: str) -> bytes:
         """The object's bytes; :class:`ObjectNotFoundError` when missing."""
 
+    def get_file(self, key: str, path: Path) -> int:
+        """Download ``key`` to the local file ``path`` in bounded memory (streamed);
+        returns its size. A missing key raises ``FileNotFoundError`` (local) or a
+        non-retriable ``StoreError`` (S3), like :meth:`get_bytes`."""
+
     def exists(self, key: str) -> bool: ...
 
     def list_keys(self, prefix: str) -> list[str]:

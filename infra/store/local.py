@@ -111,23 +111,41 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFoundError(f"no object {key!r}") from None
 
+    def get_file(self, key: str, path: Path) -> int:
+        size = 0
+        with self._path(key).open("rb") as src, path.open("wb") as dst:
+            while block := src.read(1024 * 1024):
+                dst.write(block)
+                size += len(block)
+        return size
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix``, sorted. Only the directory that can hold the prefix is
+        read (``recordings/abc`` reads ``recordings/`` for names starting ``abc``) and only
+        the subtrees that match are walked: never the whole archive."""
         base = self.root.resolve()
-        # Walk only the folder the prefix names (its part up to the last "/"), not the
-        # whole archive: listing tables/calls/ must not visit every recording's files.
-        top = base.joinpath(*prefix.rpartition("/")[0].split("/")) if "/" in prefix else base
-        if not top.is_dir():
+        folder, _, start = prefix.rpartition("/")
+        top = self._path(folder) if folder else base
+        keys: list[str] = []
+        try:
+            entries = list(os.scandir(top))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            str(p.relative_to(base))
-            for p in top.rglob("*")
-            if p.is_file()
-            and not p.name.startswith(".")
-            and str(p.relative_to(base)).startswith(prefix)
-        )
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.startswith(start):
+                continue
+            if entry.is_file(follow_symlinks=False):
+                keys.append(f"{folder}/{entry.name}" if folder else entry.name)
+            elif entry.is_dir(follow_symlinks=False):
+                for dirpath, dirnames, filenames in os.walk(entry.path):
+                    dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                    rel = Path(dirpath).relative_to(base).as_posix()
+                    keys.extend(f"{rel}/{name}" for name in filenames
+                                if not name.startswith("."))
+        return sorted(keys)
 
     def _existing(self, key: str) -> Path:
         path = self._path(key)

@@ -208,6 +208,18 @@ class S3Store:
         data: bytes = response["Body"].read()
         return data
 
+    def get_file(self, key: str, path: Path) -> int:
+        response = self._call(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        size = 0
+        try:
+            with path.open("wb") as out:
+                for block in response["Body"].iter_chunks(1024 * 1024):
+                    out.write(block)
+                    size += len(block)
+        except Exception as exc:  # the connection broke while reading the body (or disk full)
+            raise _translate(exc) from None
+        return size
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 

@@ -42,7 +42,7 @@ from tests.deploy.conftest import (
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 #: The first test here builds Helm when the cache is cold (about 3 minutes on 2 cores).
 pytestmark = pytest.mark.timeout(900)
-COMPONENTS = ("ingest", "recorder", "analyzer", "console")
+COMPONENTS = ("ingest", "recorder", "analyzer", "control", "console")
 PORT_SETTING = {c: f"CALLREC_{c.upper()}_PORT" for c in COMPONENTS}
 
 
@@ -338,6 +338,7 @@ EVERY_MANAGED_SETTING = {
     "s3.objectLock.days": "1",
     "s3.credentials.existingSecret": "s3",
     "ingest.auth.existingSecret": "tokens",
+    "control.auth.existingSecret": "control",
     "console.auth.existingSecret": "console",
 }
 
@@ -521,7 +522,7 @@ def all_pod_specs(manifests: Rendered) -> list[tuple[str, dict[str, Any]]]:
         (d["metadata"]["name"], d["spec"]["template"]["spec"])
         for d in manifests.of_kind("Deployment") + manifests.of_kind("Job")
     ]
-    assert len(specs) == 5  # ingest, recorder, analyzer, console, the topics job
+    assert len(specs) == 6  # ingest, recorder, analyzer, control, console, topics job
     return specs
 
 
@@ -686,7 +687,7 @@ def test_analyzer_resources_and_gpu(rendered: dict[str, Rendered]) -> None:
 
 def test_analyzer_can_be_disabled(helm: str) -> None:
     manifests = render(helm, set_values={"analyzer.enabled": "false"})
-    assert set(manifests.deployments()) == {"ingest", "recorder", "console"}
+    assert set(manifests.deployments()) == {"ingest", "recorder", "control", "console"}
     assert all("analyzer" not in d["metadata"]["name"] for d in manifests.docs)
     manifests = render(helm, set_values={"console.enabled": "false"})
     assert set(manifests.deployments()) == {"ingest", "recorder", "analyzer"}
@@ -833,10 +834,11 @@ def test_network_policies(rendered: dict[str, Rendered]) -> None:
             assert {p["port"] for p in rule["ports"]} <= port_names
             assert rule["from"], "production restricts who may connect"
             allowed += rule["from"]
-        # Prometheus may scrape every pod; only the ingress controller may stream.
+        # Prometheus may scrape every pod; only the ingress controller may stream (ingest)
+        # or post Wavix's call events (control).
         assert all(peer in allowed for peer in values["metricsFrom"]), component
         streams = all(peer in allowed for peer in values["ingestFrom"])
-        assert streams == (component == "ingest"), component
+        assert streams == (component in ("ingest", "control")), component
         browses = all(peer in allowed for peer in values["consoleFrom"])
         assert browses == (component == "console"), component
 
@@ -856,6 +858,7 @@ def test_component_images(helm: str, rendered: dict[str, Rendered]) -> None:
         "ingest": "callrec:0.1.0",
         "recorder": "callrec:0.2.0",
         "analyzer": "callrec:0.1.0",
+        "control": "callrec:0.1.0",
         "console": "callrec:0.1.0",
     }
 
@@ -937,7 +940,7 @@ def test_notes(helm: str, tmp_path: Path) -> None:
     assert "WARNING" not in production and "WITH_MODEL" not in production
     assert "WITH_CUDA" not in production, "production names a CUDA image for its GPUs"
     assert "(terminationGracePeriodSeconds 630)" in production
-    assert "port-forward svc/callrec-console 8090:8090" in default
+    assert "port-forward svc/callrec-console 8081:8081" in default
     assert "NOTE: no console users" in default
     assert "https://callrec-console.example.com/" in production
     assert "no console users" not in production
@@ -949,3 +952,46 @@ def test_notes_warn_when_gpu_analyzers_run_the_main_image(helm: str, tmp_path: P
     notes = render_notes(helm, tmp_path / "gpu", (gpu_values,))
     assert "analyzer runs the main image (callrec:0.1.0)" in notes
     assert "--build-arg WITH_CUDA=true" in notes
+
+
+def test_control_plane_objects(helm: str) -> None:
+    """The control Deployment takes its secrets from one Secret, ingest the token keys
+    from the same; its Ingress routes the webhook and the API; the topic job creates the
+    call events topic and the compacted state topic."""
+    manifests = render(helm, set_values={
+        "control.auth.existingSecret": "callrec-control",
+        "control.ingress.enabled": "true",
+    })
+    control = manifests.deployments()["control"]
+    env = env_of(manifests, control)
+    for name in ("CALLREC_CONTROL_WEBHOOK_SECRET", "CALLREC_CONTROL_API_TOKEN",
+                 "CALLREC_WAVIX_API_KEY", "CALLREC_STREAM_TOKEN_KEYS"):
+        assert env[name]["secretKeyRef"]["name"] == "callrec-control", name
+    assert container(control)["args"] == ["control"]
+    ingest_env = env_of(manifests, manifests.deployments()["ingest"])
+    assert ingest_env["CALLREC_STREAM_TOKEN_KEYS"]["secretKeyRef"] == {
+        "name": "callrec-control", "key": "stream-token-keys"}
+    assert "CALLREC_WAVIX_API_KEY" not in ingest_env
+    ingress = manifests.get("Ingress", control["metadata"]["name"])
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == ["/v1/wavix/events", "/v1/calls"]
+    script = topic_job_script(manifests)
+    assert 'ensure "callrec.calls" 12' in script
+    assert 'ensure "callrec.control" 12 "cleanup.policy=compact,min.insync.replicas=2"' in script
+
+
+def test_control_can_be_disabled(helm: str) -> None:
+    manifests = render(helm, set_values={"control.enabled": "false"})
+    assert "control" not in manifests.deployments()
+    assert all("-control" not in d["metadata"]["name"] for d in manifests.docs)
+    assert "callrec.calls" not in topic_job_script(manifests)
+
+
+def test_inline_control_secrets_go_to_the_charts_secret(helm: str) -> None:
+    manifests = render(helm, set_values={"control.auth.webhookSecret": "w" * 40,
+                                         "control.auth.wavixApiKey": "key"})
+    (secret,) = manifests.of_kind("Secret")
+    assert set(secret["data"]) == {"control-webhook-secret", "wavix-api-key"}
+    env = env_of(manifests, manifests.deployments()["control"])
+    assert set(n for n in env if "secretKeyRef" in str(env[n])) == {
+        "CALLREC_CONTROL_WEBHOOK_SECRET", "CALLREC_WAVIX_API_KEY"}

@@ -19,7 +19,8 @@ from tests.deploy.conftest import CHART, OBSERVABILITY, load_yaml
 RULES = OBSERVABILITY / "prometheus-rules.yaml"
 DASHBOARD = OBSERVABILITY / "grafana-dashboard.json"
 #: The metrics module of every service (STYLE.md: one metrics.py per service).
-METRICS_MODULES = ("ingest.metrics", "workers.recorder.metrics", "workers.analyzer.metrics")
+METRICS_MODULES = ("ingest.metrics", "workers.recorder.metrics", "workers.analyzer.metrics",
+                   "control.metrics")
 #: Sample names a metric family of each type exposes.
 SUFFIXES = {
     "counter": ("_total", "_created"),
@@ -219,6 +220,8 @@ def test_alerts_cover_the_issue(exported: dict[str, frozenset[str]]) -> None:
         "callrec_recorder_consumer_lag_records",
         "callrec_recorder_finalize_latency_seconds_bucket",
         "callrec_analyzer_failures_total",
+        "callrec_control_stream_starts_total",
+        "callrec_control_webhook_events_total",
     ):
         assert metric in exprs, metric
 

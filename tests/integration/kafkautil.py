@@ -61,7 +61,13 @@ def closes(records: list[Consumed], call_id: str | None = None) -> list[envelope
 
 
 def chunks(records: list[Consumed], call_id: str) -> list[envelope.MediaChunk]:
-    return [
-        c.record for c in records
-        if isinstance(c.record, envelope.MediaChunk) and c.record.call_id == call_id
-    ]
+    """The call's chunks in log order, a ``MediaBatch`` standing for its frames."""
+    out: list[envelope.MediaChunk] = []
+    for c in records:
+        if c.record.call_id != call_id:
+            continue
+        if isinstance(c.record, envelope.MediaChunk):
+            out.append(c.record)
+        elif isinstance(c.record, envelope.MediaBatch):
+            out.extend(c.record.chunks())
+    return out

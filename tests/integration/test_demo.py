@@ -61,6 +61,15 @@ def console_login(base: str, user: str, password: str) -> str:
     return str(headers["set-cookie"].split(";")[0])
 
 
+def test_the_demo_passes_no_token_on_a_command_line() -> None:
+    """Arguments are visible to every user of the machine (ps): tokens go in the environment."""
+    script = (REPO / "scripts" / "demo.sh").read_text()
+    commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in commands if "--token" in line]
+    assert any('CALLREC_SIMULATE_TOKEN="$token"' in line and "callrec simulate" in line
+               for line in commands)
+
+
 def test_the_demo_command_records_transcribes_and_queries_a_call(tmp_path: Path) -> None:
     clone = tmp_path / "callrec"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)

@@ -110,3 +110,26 @@ def test_a_create_only_write_never_replaces_an_object(minio: stack.MinioServer) 
     with pytest.raises(ObjectExistsError):
         store.put_new("audit/000000000000.json", b"second", "application/json")
     assert store.get_bytes("audit/000000000000.json") == b"first"
+
+
+@pytest.mark.parametrize("backend", ["s3", "local"])
+def test_objects_come_back_to_a_file_and_in_ranges_from_both_stores(
+    minio: stack.MinioServer, tmp_path: Path, backend: str
+) -> None:
+    from infra.store import ObjectStore, StoreError
+    from infra.store.local import LocalStore
+
+    store: ObjectStore = (s3_store(minio, new_bucket(minio)) if backend == "s3"
+                          else LocalStore(tmp_path / "archive"))
+    data = random.Random(5).randbytes(3 * 1024 * 1024 + 17)  # several download blocks
+    store.put_bytes("recordings/r-0/audio.wav", data, "audio/wav")
+
+    out = tmp_path / "copy.wav"
+    assert store.get_file("recordings/r-0/audio.wav", out) == len(data)
+    assert out.read_bytes() == data
+    assert store.get_range("recordings/r-0/audio.wav", 44, 1044) == data[44:1044]
+    assert store.get_range("recordings/r-0/audio.wav", len(data) - 5, len(data) + 100) == data[-5:]
+    assert store.get_range("recordings/r-0/audio.wav", len(data) + 10, len(data) + 20) == b""
+    assert store.get_range("recordings/r-0/audio.wav", 7, 7) == b""
+    with pytest.raises((FileNotFoundError, StoreError)):
+        store.get_file("recordings/none-0/audio.wav", tmp_path / "none.wav")

@@ -30,3 +30,10 @@ def stop(call_id: str, stream_id: str) -> bytes:
 def frame(chunk: int) -> bytes:
     """960 distinct-looking bytes (20 ms of L16/24000) that encode their chunk number."""
     return chunk.to_bytes(4, "little") * 240
+
+
+def mark(call_id: str, stream_id: str, name: str, seq: int, event_time: str) -> bytes:
+    """A twoway stream's ``mark`` coming back: the audio sent before it has played."""
+    return wavix.encode(wavix.Mark(call_id=call_id, stream_id=stream_id,
+                                   mark=wavix.MarkBody(name), sequence_number=seq,
+                                   event_time=event_time))

@@ -51,6 +51,8 @@ def test_rows_transcript_and_metrics_of_a_two_party_call(store: LocalStore,
     assert result.keys == (
         "tables/segments/date=2025-11-24/call-a-0.parquet",
         "tables/metrics/date=2025-11-24/call-a-0.parquet",
+        "tables/turns/date=2025-11-24/call-a-0.parquet",
+        "tables/turn_metrics/date=2025-11-24/call-a-0.parquet",
         "recordings/call-a-0/transcript.json",
     )
     segments = read_parquet(store.get_bytes(result.keys[0])).to_pylist()
@@ -69,10 +71,22 @@ def test_rows_transcript_and_metrics_of_a_two_party_call(store: LocalStore,
     assert call["rms_dbfs"] is not None and call["clipping_ratio"] == 0.0
     # The recorder's per-track jitter (manifest counts); the call row takes the worst.
     assert call["jitter_ms"] == max(metrics[t]["jitter_ms"] for t in ("inbound", "outbound"))
-    doc = msgspec.json.decode(store.get_bytes(result.keys[2]))
+    # The agent starts at 2000 while the caller talks to 2500: a barge-in, 500 ms of yield.
+    turns = read_parquet(store.get_bytes(result.keys[2])).to_pylist()
+    assert [(t["turn"], t["speaker"], t["start_ms"], t["end_ms"], t["barge_in"], t["yield_ms"],
+             t["response_latency_ms"], t["text"]) for t in turns] == [
+        (0, "caller", 500, 2500, False, None, None, "hello there"),
+        (1, "agent", 2000, 4000, True, 500, -500, "hello there"),
+    ]
+    figures = {m["track"]: m for m in read_parquet(store.get_bytes(result.keys[3])).to_pylist()}
+    assert (figures["outbound"]["barge_ins"], figures["inbound"]["barged_into"],
+            figures["inbound"]["yield_p50_ms"], figures["call"]["dead_air_count"]) == (1, 1, 500, 0)
+    doc = msgspec.json.decode(store.get_bytes(result.keys[4]))
     assert doc["analysis"]["transcriber"] == {"model": "fake", "text": "hello there"}
     assert [s["track"] for s in doc["segments"]] == ["inbound", "outbound"]
     assert doc["tracks"][0]["talk"] == [[500, 2500]]
+    assert doc["analysis"]["turns"] == {"merge_gap_ms": 600, "min_turn_ms": 200,
+                                        "dead_air_ms": 2000}
     assert doc["wav_sha256"] == event.wav_sha256
 
 
@@ -354,3 +368,19 @@ def test_the_fingerprint_changes_with_what_changes_the_transcript_not_with_the_m
     assert first.startswith("small.en@") and second.startswith("small.en@") and first != second
     with pytest.raises(ModelLoadError, match="no-such-model"):
         resolve_model("no-such-model")
+
+
+def test_nothing_inside_a_pause_is_transcribed() -> None:
+    from workers.analyzer.analysis import outside_pauses
+    from workers.analyzer.transcribe import Segment, Word
+
+    words = (Word(0, 400, "my", 0.9), Word(400, 900, "card", 0.9),
+             Word(1200, 1600, "4111", 0.9), Word(2600, 3000, "thanks", 0.9))
+    straddling = Segment(0, 3000, "my card 4111 thanks", 0.9, words)
+    inside = Segment(1100, 1900, "1111 2222", 0.8)
+    touching_no_words = Segment(1800, 2200, "expiry", 0.8)
+    after = Segment(3500, 4000, "bye", 0.9)
+    kept = outside_pauses([straddling, inside, touching_no_words, after], [(1000, 2500)])
+    assert [(s.start_ms, s.end_ms, s.text) for s in kept] == [
+        (0, 3000, "my card thanks"), (3500, 4000, "bye")]
+    assert outside_pauses([after], []) == [after]

@@ -14,7 +14,7 @@ import pytest
 
 from callrec.query import connect, run
 from compliance.audit import AuditLog
-from compliance.erasure import erase_call, recordings_by_number
+from compliance.erasure import erase_call, erase_number, recordings_by_number
 from compliance.errors import NoNumbersError, OnHoldError
 from compliance.export import check_bundle, export_call, new_key_pair
 from compliance.holds import clear_hold, list_holds, set_hold
@@ -24,7 +24,7 @@ from compliance.verify import verify_archive, verify_recording
 from infra.store.local import LocalStore
 from schemas.audit import entry_key
 from schemas.layout import manifest_key, peaks_key, transcript_key, wav_key
-from schemas.tables import table_key
+from schemas.tables import TABLES, table_key
 from tests.complianceutil import archive_calls, flip_byte, run_cli, run_json
 
 DAY = "2025-11-24"
@@ -143,7 +143,7 @@ def test_erase_leaves_the_other_calls_and_a_tombstone_verify_accepts(
         ("call-c",),
     ]
     assert run(con, "SELECT recording_id, reason, objects FROM tombstones")[1] == [
-        (b, "GDPR request 7", 7)
+        (b, "GDPR request 7", 4 + len(TABLES))  # manifest, WAV, peaks, transcript, tables
     ]
     stone = report.erased[0]
     assert {o.key for o in stone.objects} == {
@@ -151,7 +151,7 @@ def test_erase_leaves_the_other_calls_and_a_tombstone_verify_accepts(
         peaks_key(b),
         manifest_key(b),
         transcript_key(b),
-        *(table_key(t, DAY, b) for t in ("calls", "segments", "metrics")),
+        *(table_key(t, DAY, b) for t in TABLES),
     }
     verified = verify_archive(store)
     assert verified.ok and verified.erased == [b] and verified.recordings == 2
@@ -293,3 +293,38 @@ def test_cli_verify_hold_and_audit(archive: tuple[LocalStore, list[str]]) -> Non
     store.delete(entry_key(1))
     code, out = run_cli("audit", "verify", "--archive", root)
     assert code == 1 and f"{entry_key(2)}: entries 1 are missing (removed?)" in out
+
+
+def _control_row(store: LocalStore, call_id: str, number: str, recorded: bool) -> str:
+    from control.table import write_row
+    from schemas.envelope import ControlState
+
+    state = ControlState(
+        call_id=call_id, phase="completed" if recorded else "skipped", updated_ns=1,
+        stream_id="s1" if recorded else None, reason=None if recorded else "no_rule_matched",
+        from_number=number, to_number="+15550000", direction="inbound",
+        first_seen_ns=1_764_000_000_000_000_000,
+    )
+    return write_row(store, state)
+
+
+def test_erasure_takes_the_control_planes_row_with_the_numbers(
+    archive: tuple[LocalStore, list[str]],
+) -> None:
+    store, _ = archive
+    recorded = _control_row(store, "call-b", "+4470000001", recorded=True)
+    unrecorded = _control_row(store, "call-z", "+4470000002", recorded=False)
+    other = _control_row(store, "call-y", "+4470000003", recorded=False)
+
+    report = erase_call(store, "call-b", "GDPR request 8", "bob")
+    assert report.call_rows == [recorded] and not store.exists(recorded)
+
+    # A call that was never recorded still leaves the person's number in the archive:
+    # erasing by number finds it in the control table.
+    report = erase_number(store, "+4470000002", "GDPR request 9", "bob")
+    assert report.erased == [] and report.call_rows == [unrecorded]
+    assert not store.exists(unrecorded) and store.exists(other)
+    con = connect(str(store.root))
+    assert run(con, "SELECT call_id FROM control")[1] == [("call-y",)]
+    assert [e.detail["reason"] for e in AuditLog(store).entries() if e.action == "erase"][-1] \
+        == "GDPR request 9"

@@ -217,6 +217,12 @@ records = st.one_of(
               tracks=st.lists(tracks, max_size=2), codec=st.sampled_from(sorted(CODECS)),
               start_ns=counts, duration_ms=counts, complete=st.booleans(),
               reason=st.text(max_size=40), wav_sha256=st.text(max_size=64)),
+    st.builds(envelope.MediaBatch, call_id=ids, stream_id=ids,
+              codec=st.sampled_from(sorted(CODECS)),
+              frames=st.lists(st.builds(envelope.MediaFrame, track=tracks, chunk=counts,
+                                        timestamp_ms=counts, payload=st.binary(max_size=64),
+                                        received_ns=counts, seq=st.none() | counts),
+                              min_size=1, max_size=4)),
 )
 
 

@@ -186,3 +186,25 @@ def test_calls_row_sums_counts(tmp_path):
 )
 def test_iso_time(ns, digits, text):
     assert iso_time(ns, digits) == text
+
+
+def test_marks_go_to_an_optional_timeline_that_version_1_readers_skip(tmp_path):
+    """Without marks the manifest has no ``timeline`` (its bytes are what they were before
+    the field existed); with marks it lists them, round-trips, and a manifest written
+    before the field reads with it unset."""
+    plain = manifest_bytes(manifest_of(records(), tmp_path / "a"))
+    assert b'"timeline"' not in plain
+    assert not decode_manifest(plain).timeline
+    marks = [envelope.MarkReceived(call_id=CALL, stream_id="out-1", name=f"reply-{i}", seq=i,
+                                   received_ns=T0 + (40 + 100 * i) * 1_000_000,
+                                   event_time=iso_time(T0 + (40 + 100 * i) * 1_000_000))
+             for i in (2, 1)]
+    with_marks = manifest_of(records() + marks, tmp_path / "b")
+    data = manifest_bytes(with_marks)
+    doc = json.loads(data)
+    assert [(e["at_ms"], e["name"], e["kind"], e["clock"]) for e in doc["timeline"]] == [
+        (140, "reply-1", "mark", "event_time"), (240, "reply-2", "mark", "event_time")]
+    assert decode_manifest(data) == with_marks
+    # A reader of version 1 that predates the field ignores it (msgspec drops unknown keys).
+    del doc["timeline"]
+    assert decode_manifest(json.dumps(doc).encode()).timeline is msgspec.UNSET

@@ -251,3 +251,36 @@ def test_the_who_talks_more_example(constructed: Path) -> None:
         ("d2-0", None, 0, None),  # no agent track: no share
         ("d3-0", round(3500 / 11500, 3), 0, 2),
     ]
+
+
+NEW_CALLS_COLUMNS = ("from_number", "to_number", "direction", "tag", "answered_time",
+                     "completed_time", "disposition", "paused_ms")
+
+
+def test_a_calls_file_of_the_old_schema_reads_with_the_new_columns_null(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Parquet written before the control plane's columns existed still reads, with them null,
+    beside a file of today's schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.tables import CALLS
+    from tests.unit.test_tables import calls_row
+
+    old_schema = pa.schema([f for f in CALLS if f.name not in NEW_CALLS_COLUMNS],
+                           metadata=CALLS.metadata)
+    folder = tmp_path / "tables" / "calls" / "date=2024-05-01"
+    folder.mkdir(parents=True)
+    old_row = {k: v for k, v in calls_row("old").items() if k not in NEW_CALLS_COLUMNS}
+    pq.write_table(pa.Table.from_pylist([old_row], schema=old_schema), folder / "old-0.parquet")
+    new_row = calls_row("new", from_number="+4420", direction="inbound", paused_ms=1200)
+    pq.write_table(pa.Table.from_pylist([new_row], schema=CALLS), folder / "new-0.parquet")
+    code = main(["query", "--archive", str(tmp_path), "--format", "json",
+                 "SELECT call_id, from_number, direction, paused_ms FROM calls ORDER BY call_id"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [
+        {"call_id": "new", "from_number": "+4420", "direction": "inbound", "paused_ms": 1200},
+        {"call_id": "old", "from_number": None, "direction": None, "paused_ms": None},
+    ]

@@ -23,11 +23,8 @@ from infra.wav import write_wav
 from schemas import envelope
 from schemas.codecs import L16_16K, PCMU_8K, Codec
 from workers.recorder.errors import FinalizedError, WrongCallError
-from workers.recorder.reassembly import (
-    RecordingAssembler,
-    RecordingResult,
-    event_time_ns,
-)
+from workers.recorder.reassembly import RecordingAssembler, RecordingResult
+from workers.recorder.streams import event_time_ns
 
 CALL = "call-1"
 T0_NS = 1_714_564_800_000_000_000  # 2024-05-01T12:00:00Z
@@ -507,3 +504,49 @@ def test_event_time_parsing():
     assert event_time_ns("2024-99-01T12:00:00.040Z") is None
     assert event_time_ns("2024-05-01T12:00:00Z") is None
     assert event_time_ns("2024-05-01T12:00:00.040123Z") == T0_NS + 40_123_000
+
+
+def mark(stream: str, name: str, at_ms: int, *, event_time: str | None = None, seq: int = 0,
+         delay_ms: int = 30) -> envelope.MarkReceived:
+    """A mark read by an ingest pod ``at_ms`` (+ ``delay_ms`` of network) after T0_NS."""
+    return envelope.MarkReceived(call_id=CALL, stream_id=stream, name=name, seq=seq,
+                                 received_ns=T0_NS + (at_ms + delay_ms) * 1_000_000,
+                                 event_time=event_time)
+
+
+def test_marks_of_a_twoway_stream_are_placed_on_the_recording_timeline(tmp_path):
+    """A bot's twoway stream starts 40 ms after callrec's both stream: its marks sit at
+    the stream's offset plus their time since its start, on Wavix's clock (event_time);
+    a mark without event_time falls back to the receive time; a replayed one is listed once."""
+    records = [
+        started("s-both", "both", event_time="2024-05-01T12:00:00.000Z", received_ns=T0_NS),
+        started("s-bot", "inbound", stream_type="twoway",
+                event_time="2024-05-01T12:00:00.040Z", received_ns=T0_NS + 47_000_000),
+        *(media("s-both", i) for i in range(5)),
+        mark("s-bot", "greeting", 1500, event_time="2024-05-01T12:00:01.540Z", seq=7),
+        mark("s-bot", "greeting", 1500, event_time="2024-05-01T12:00:01.540Z", seq=7),
+        mark("s-bot", "no-time", 2000, seq=9),
+        closed("s-both", 5),
+    ]
+    result, _ = assemble(records, tmp_path)
+    assert result.clock == "event_time"
+    assert [(e.at_ms, e.name, e.seq, e.clock, e.stream_id) for e in result.timeline] == [
+        (1540, "greeting", 7, "event_time", "s-bot"),  # 40 ms offset + 1500 ms since start
+        (40 + 2030 - 47, "no-time", 9, "received", "s-bot"),  # since its receive start
+    ]
+    assert {s.stream_id: s.marks for s in result.streams} == {"s-both": 0, "s-bot": 3}
+    permuted, _ = assemble(list(reversed(records)), tmp_path)
+    assert permuted.timeline == result.timeline
+
+
+def test_marks_on_receive_times_and_without_a_start(tmp_path):
+    records = [
+        started("s-bot", "inbound", stream_type="twoway", event_time=None, received_ns=T0_NS),
+        media("s-bot", 0),
+        mark("s-bot", "a", 700),
+        mark("s-lost", "b", 900),  # its stream's start never arrived: nothing to place it by
+    ]
+    result, _ = assemble(records, tmp_path)
+    assert result.clock == "received"
+    assert [(e.at_ms, e.name, e.clock) for e in result.timeline] == [
+        (730, "a", "received"), (None, "b", "received")]

@@ -68,10 +68,10 @@ def test_every_variable_has_a_reader_and_every_exception_a_field() -> None:
         for name in cls.model_fields:
             assert readers(name), f"{env_name(name)} is read by nobody"
     compliance = list(COMPLIANCE_COMMANDS)
-    assert readers("archive_uri") == ["recorder", "analyzer", "up", "console", "query",
-                                      *compliance]
-    assert readers("kafka_bootstrap") == ["ingest", "recorder", "analyzer"]
-    assert readers("kafka_media_topic") == ["ingest", "recorder", "up"]
+    assert readers("archive_uri") == ["recorder", "analyzer", "up", "control", "console",
+                                      "query", *compliance]
+    assert readers("kafka_bootstrap") == ["ingest", "recorder", "analyzer", "control"]
+    assert readers("kafka_media_topic") == ["ingest", "recorder", "up", "control"]
     assert readers("recorder_spill_dir") == ["recorder"]
     assert readers("s3_object_lock_mode") == ["recorder", "analyzer", "up", "console",
                                               *compliance]

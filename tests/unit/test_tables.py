@@ -50,6 +50,14 @@ def calls_row(call_id: str = "c1", part: int = 0, **changes: object) -> dict[str
         "overlaps": 0,
         "streams": 2,
         "ingest_pods": ["ingest-0", "ingest-1"],
+        "from_number": None,
+        "to_number": None,
+        "direction": None,
+        "tag": None,
+        "answered_time": None,
+        "completed_time": None,
+        "disposition": None,
+        "paused_ms": None,
     }
     row.update(changes)
     return row

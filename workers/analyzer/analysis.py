@@ -10,8 +10,11 @@ Reads, then writes, in this order (the transcript is the "done" marker)::
 
     recordings/<id>/manifest.json ─┐  (the WAV's sha256 is checked against it)
     recordings/<id>/audio.wav ─────┴▶ per track: talk detection, levels, transcription
+                                      (to a temp file, read in windows: workers.analyzer.tracks)
     ─▶ tables/segments/date=YYYY-MM-DD/<id>.parquet
     ─▶ tables/metrics/date=YYYY-MM-DD/<id>.parquet
+    ─▶ tables/turns/date=YYYY-MM-DD/<id>.parquet         (turn-taking: workers/analyzer/turns.py)
+    ─▶ tables/turn_metrics/date=YYYY-MM-DD/<id>.parquet
     ─▶ recordings/<id>/transcript.json          written last
 
 Idempotent: every object's bytes depend only on the recording and on the
@@ -30,22 +33,23 @@ Errors: ``workers.analyzer.errors`` (none retriable but ``StoreUnavailable``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from infra.audio import decode_pcm
+from infra.logsafe import safe
 from infra.parquet import CONTENT_TYPE as PARQUET_TYPE
 from infra.parquet import rows_to_parquet
 from infra.store import ObjectStore, StoreError
-from infra.wav import WavFormatError, read_wav
+from infra.wav import WavFormatError, WavReader
 from schemas import envelope
 from schemas.codecs import Codec, codec_by_id
 from schemas.errors import UnknownCodecError
@@ -57,17 +61,26 @@ from schemas.layout import (
 )
 from schemas.manifest import Manifest, decode_manifest
 from schemas.tables import table_key
-from workers.analyzer import callmetrics
+from workers.analyzer import callmetrics, turns
 from workers.analyzer.callmetrics import Interval, TalkDetector
 from workers.analyzer.errors import (
     AudioFormatError,
     RecordingNotFoundError,
+)
+from workers.analyzer.tracks import (
+    LevelMeter,
+    channel_windows,
+    model_windows,
+    scan,
+    sha256_file,
+    shifted,
 )
 from workers.analyzer.transcribe import (
     Segment,
     Transcriber,
     to_model_input,
 )
+from workers.analyzer.turns import TurnRules
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,8 @@ class AnalysisConfig:
     """Track → speaker name in ``segments.speaker``; a track without a label is its own name."""
     talk: TalkDetector = field(default_factory=TalkDetector)
     """Parameters of the talk detector (callmetrics)."""
+    turns: TurnRules = field(default_factory=TurnRules)
+    """Parameters of turn-taking (workers/analyzer/turns.py)."""
 
     def speaker(self, track: str) -> str:
         return self.speaker_labels.get(track, track)
@@ -133,6 +148,7 @@ def fingerprint(transcriber: Transcriber, config: AnalysisConfig) -> dict[str, A
         "transcriber": dict(transcriber.fingerprint),
         "talk_detector": asdict(config.talk),
         "speaker_labels": dict(sorted(config.speaker_labels.items())),
+        "turns": asdict(config.turns),
     })
 
 
@@ -156,46 +172,66 @@ def analyze_recording(
     wanted = fingerprint(transcriber, config)
     if not force and analysed_with(store, rec_id) == wanted:
         log.info("call_id=%s: %s already analysed with this model, skipped",
-                 event.call_id, rec_id)
+                 safe(event.call_id), safe(rec_id))
         return AnalysisResult(rec_id, skipped=True)
 
     manifest = load_manifest(store, prefix + MANIFEST_NAME, rec_id)
-    wav = _get(store, prefix + WAV_NAME, rec_id)
     expected_sha = next((o.sha256 for o in manifest.objects if o.key == prefix + WAV_NAME), None)
-    if expected_sha is not None and hashlib.sha256(wav).hexdigest() != expected_sha:
-        raise AudioFormatError(f"{prefix}{WAV_NAME}: sha256 differs from the manifest's")
     codec = _codec(manifest)
-    try:
-        channels = read_wav(wav, codec, len(manifest.tracks))
-    except WavFormatError as exc:
-        raise AudioFormatError(str(exc)) from None
-    del wav
     rate = codec.sample_rate
-    frames = channels[0].size if channels else 0
-    duration_ms = frames * 1000 // rate
     tracks = sorted(manifest.tracks, key=lambda t: manifest.channels.get(t, 0))
+    # The WAV goes to a temporary file and is read a window at a time (workers.analyzer
+    # .tracks): memory stays flat in the call's length.
+    with tempfile.TemporaryDirectory(prefix="callrec-analyzer-") as tmp:
+        wav_path = Path(tmp) / WAV_NAME
+        _get_file(store, prefix + WAV_NAME, rec_id, wav_path)
+        if expected_sha is not None and sha256_file(wav_path) != expected_sha:
+            raise AudioFormatError(f"{prefix}{WAV_NAME}: sha256 differs from the manifest's")
+        with wav_path.open("rb") as f:
+            try:
+                reader = WavReader(f, codec, len(manifest.tracks))
+                scanned = scan(reader, rate, config.talk, clip_level(codec))
+            except WavFormatError as exc:
+                raise AudioFormatError(str(exc)) from None
+            duration_ms = scanned.frames * 1000 // rate
 
-    talk: dict[str, list[Interval]] = {}
-    segments: dict[str, list[Segment]] = {}
-    transcribe_seconds = 0.0
-    for track in tracks:
-        samples = channels[manifest.channels.get(track, tracks.index(track))]
-        talk[track] = callmetrics.detect_talk(samples, rate, config.talk)
-        audio = to_model_input(samples, rate)
-        began = time.perf_counter()
-        segments[track] = [snap_to_talk(s, talk[track]) for s in transcriber.transcribe(audio)]
-        transcribe_seconds += time.perf_counter() - began
-        log.debug("call_id=%s %s: %d segments", event.call_id, track, len(segments[track]))
+            pauses = [(p.start_ms, p.end_ms) for p in manifest.pauses or []]
+            talk: dict[str, list[Interval]] = {}
+            meters: dict[str, LevelMeter] = {}
+            segments: dict[str, list[Segment]] = {}
+            transcribe_seconds = 0.0
+            for track in tracks:
+                channel = manifest.channels.get(track, tracks.index(track))
+                talk[track] = scanned.talk[channel]
+                meters[track] = scanned.meters[channel]
+                segments[track] = []
+                windows = model_windows(scanned.frames, rate, talk[track])
+                for first, samples in channel_windows(reader, channel, windows):
+                    audio = to_model_input(samples, rate)
+                    del samples
+                    began = time.perf_counter()
+                    found = transcriber.transcribe(audio)
+                    transcribe_seconds += time.perf_counter() - began
+                    del audio
+                    offset_ms = first * 1000 // rate
+                    segments[track].extend(snap_to_talk(shifted(s, offset_ms), talk[track])
+                                           for s in found)
+                segments[track] = outside_pauses(segments[track], pauses)
+                log.debug("call_id=%s %s: %d segments in %d windows", safe(event.call_id),
+                          track, len(segments[track]), len(windows))
 
     segment_rows = _segment_rows(manifest, tracks, segments, config)
-    metric_rows = _metric_rows(manifest, tracks, channels, codec, talk, segments,
-                               duration_ms, config)
+    metric_rows = _metric_rows(manifest, tracks, meters, talk, segments, duration_ms, config)
     transcript = _transcript(manifest, tracks, segments, talk, duration_ms,
                              expected_sha, wanted, config)
-    del channels
+    turn_list = turns.find_turns(talk, tracks, config.turns)
+    turn_rows = turns.turn_rows(_keys(manifest), turn_list, segments, config.speaker)
+    turn_metric_rows = turns.turn_metric_rows(_keys(manifest), tracks, turn_list, config.turns,
+                                              config.speaker, CALL_TRACK)
 
     written = []
-    for name, rows in (("segments", segment_rows), ("metrics", metric_rows)):
+    for name, rows in (("segments", segment_rows), ("metrics", metric_rows),
+                       ("turns", turn_rows), ("turn_metrics", turn_metric_rows)):
         key = table_key(name, manifest.date, rec_id)
         store.put_bytes(key, rows_to_parquet(name, rows), PARQUET_TYPE)
         written.append(key)
@@ -209,6 +245,34 @@ def analyze_recording(
         audio_seconds=duration_ms / 1000 * len(tracks),
         transcribe_seconds=transcribe_seconds,
     )
+
+
+def outside_pauses(segments: list[Segment], pauses: list[tuple[int, int]]) -> list[Segment]:
+    """The transcript without anything inside a paused interval (card payments).
+
+    Paused audio is silence in the WAV, but Whisper may still hallucinate there, and a
+    segment may straddle a pause: words inside a pause are dropped (the segment keeps
+    its other words and their span); a segment without word times that touches a pause
+    is dropped whole. Nothing of a pause is ever in ``segments`` or the transcript.
+    """
+    if not pauses:
+        return segments
+
+    def inside(start: int, end: int) -> bool:
+        return any(start < p_end and p_start < end for p_start, p_end in pauses)
+
+    kept: list[Segment] = []
+    for seg in segments:
+        if not inside(seg.start_ms, seg.end_ms):
+            kept.append(seg)
+            continue
+        words = tuple(w for w in seg.words if not inside(w.start_ms, w.end_ms))
+        if not words:
+            continue
+        kept.append(dataclasses.replace(
+            seg, words=words, start_ms=words[0].start_ms, end_ms=words[-1].end_ms,
+            text=" ".join(w.text.strip() for w in words).strip()))
+    return kept
 
 
 def snap_to_talk(segment: Segment, talk: list[Interval]) -> Segment:
@@ -250,6 +314,17 @@ def analysed_with(store: ObjectStore, recording_id: str) -> dict[str, Any] | Non
 def _get(store: ObjectStore, key: str, rec_id: str) -> bytes:
     try:
         return store.get_bytes(key)
+    except FileNotFoundError:
+        raise RecordingNotFoundError(f"{rec_id}: {key} does not exist") from None
+    except StoreError as exc:
+        if not exc.retriable and not store.exists(key):
+            raise RecordingNotFoundError(f"{rec_id}: {key} does not exist") from None
+        raise
+
+
+def _get_file(store: ObjectStore, key: str, rec_id: str, path: Path) -> None:
+    try:
+        store.get_file(key, path)
     except FileNotFoundError:
         raise RecordingNotFoundError(f"{rec_id}: {key} does not exist") from None
     except StoreError as exc:
@@ -315,14 +390,13 @@ def _word_count(segments: list[Segment]) -> int:
     return sum(len(s.words) if s.words else len(s.text.split()) for s in segments)
 
 
-def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArray[np.int16]],
-                 codec: Codec, talk: Mapping[str, list[Interval]],
+def _metric_rows(manifest: Manifest, tracks: list[str], meters: Mapping[str, LevelMeter],
+                 talk: Mapping[str, list[Interval]],
                  segments: Mapping[str, list[Segment]], duration_ms: int,
                  config: AnalysisConfig) -> list[dict[str, Any]]:
     per_track, call = callmetrics.conversation(
         [talk[t] for t in tracks], duration_ms, config.talk.turn_gap_ms
     )
-    clip = clip_level(codec)
     rows = []
     words_total = 0
     for i, track in enumerate(tracks):
@@ -330,13 +404,12 @@ def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArr
         words = _word_count(segments[track])
         words_total += words
         counts = manifest.counts.get(track)
-        samples = channels[manifest.channels.get(track, i)]
         rows.append({
             **_keys(manifest),
             "track": track,
             **_conversation_columns(conv),
             "words_per_minute": callmetrics.words_per_minute(words, conv.talk_ms),
-            **_level_columns(callmetrics.levels([samples], clip)),
+            **_level_columns(meters[track].levels()),
             "gaps": counts.gaps if counts else 0,
             "duplicates": counts.duplicates if counts else 0,
             "out_of_order": counts.out_of_order if counts else 0,
@@ -350,7 +423,7 @@ def _metric_rows(manifest: Manifest, tracks: list[str], channels: list[npt.NDArr
         "words_per_minute": callmetrics.words_per_minute(
             words_total, sum(c.talk_ms for c in per_track)
         ),
-        **_level_columns(callmetrics.levels(channels, clip)),
+        **_level_columns(LevelMeter.merged(*(meters[t] for t in tracks)).levels()),
         "gaps": sum(r["gaps"] for r in rows),
         "duplicates": sum(r["duplicates"] for r in rows),
         "out_of_order": sum(r["out_of_order"] for r in rows),

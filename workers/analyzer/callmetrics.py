@@ -114,8 +114,15 @@ def detect_talk(
 ) -> list[Interval]:
     """Talk intervals of one channel, in ms (module docstring)."""
     x = np.asarray(samples)
-    levels = frame_levels(x, rate, detector.frame_ms)
-    duration_ms = x.size * 1000 // rate
+    return talk_from_levels(frame_levels(x, rate, detector.frame_ms), x.size * 1000 // rate,
+                            detector)
+
+
+def talk_from_levels(
+    levels: npt.NDArray[np.float64], duration_ms: int, detector: TalkDetector = TalkDetector()
+) -> list[Interval]:
+    """:func:`detect_talk` from the channel's :func:`frame_levels` (computed a window at a
+    time by the analyzer, so the samples need not be in memory together)."""
     speech = levels > speech_threshold(levels, detector)
     if not speech.any():
         return []

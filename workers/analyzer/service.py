@@ -62,6 +62,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from infra.bus import Consumer, Message
+from infra.logsafe import safe
 from infra.store import ObjectStore
 from schemas import envelope
 from schemas.errors import EnvelopeError
@@ -230,12 +231,12 @@ class AnalyzerService:
                 if not retriable and attempts >= self.max_attempts:
                     metrics.RECORDINGS.labels("failed").inc()
                     log.error("call_id=%s: analysis of %s failed %d times (%s), giving up: %s "
-                              "(%s[%d]@%d)", record.call_id, record.recording_id, attempts,
-                              reason, exc, tp.topic, tp.partition, message.offset,
-                              exc_info=reason == "internal")
+                              "(%s[%d]@%d)", safe(record.call_id), safe(record.recording_id),
+                              attempts, reason, safe(exc, 512), tp.topic, tp.partition,
+                              message.offset, exc_info=reason == "internal")
                     break
                 log.warning("call_id=%s: analysis failed (%s), retrying in %.0fs: %s",
-                            record.call_id, reason, backoff, exc)
+                            safe(record.call_id), reason, backoff, safe(exc, 512))
                 self._set_paused_gauge(retriable)
                 try:
                     await asyncio.wait_for(stop.wait(), backoff)
@@ -266,7 +267,8 @@ class AnalyzerService:
                     deadline = deadline or time.monotonic() + self.shutdown_grace_s
                     if time.monotonic() >= deadline:
                         log.warning("call_id=%s: stopping; analysis of %s abandoned (the next "
-                                    "owner redoes it)", record.call_id, record.recording_id)
+                                    "owner redoes it)", safe(record.call_id),
+                                    safe(record.recording_id))
                         raise _Abandoned
                 # Paused partitions return nothing, but polling keeps our group membership.
                 await self._fetch(timeout_ms=0)
@@ -288,8 +290,9 @@ class AnalyzerService:
         rtf = result.real_time_factor
         if rtf is not None:
             metrics.REAL_TIME_FACTOR.observe(rtf)
-        log.info("call_id=%s analysed: %s, %d segments, %.1fs audio, RTF %s", record.call_id,
-                 record.recording_id, result.segments, result.audio_seconds,
+        log.info("call_id=%s analysed: %s, %d segments, %.1fs audio, RTF %s",
+                 safe(record.call_id), safe(record.recording_id), result.segments,
+                 result.audio_seconds,
                  f"{rtf:.3f}" if rtf is not None else "-")
 
     def _set_paused_gauge(self, paused: bool) -> None:

@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 from infra.settings import ArchiveSettings, KafkaSettings
 from workers.analyzer.analysis import AnalysisConfig
 from workers.analyzer.transcribe import TranscriberConfig
+from workers.analyzer.turns import TurnRules
 
 
 class AnalyzerSettings(KafkaSettings, ArchiveSettings):
@@ -43,6 +44,15 @@ class AnalyzerSettings(KafkaSettings, ArchiveSettings):
     )
     """Speaker name per track in the ``segments`` table, as ``inbound=caller,outbound=agent``
     (the default). The speaker is the channel."""
+    analyzer_turn_merge_gap_ms: int = Field(default=600, ge=0, le=10_000)
+    """Turn-taking: a side's pauses shorter than this, while the other side holds no turn,
+    stay inside one turn (docs/analytics.md, turn-taking)."""
+    analyzer_turn_min_ms: int = Field(default=200, ge=0, le=10_000)
+    """Turn-taking: speech shorter than this (after joining) is not a turn (clicks, coughs,
+    short backchannels)."""
+    analyzer_dead_air_ms: int = Field(default=2000, ge=1, le=600_000)
+    """Turn-taking: a silence of nobody's turn at least this long, between the first and the
+    last turn of a call, counts as dead air."""
     analyzer_max_attempts: int = Field(default=3, ge=1)
     """Attempts at a recording that fails for a reason other than an unreachable archive
     (missing objects, bad audio, model error) before it is skipped and counted as failed."""
@@ -80,4 +90,11 @@ class AnalyzerSettings(KafkaSettings, ArchiveSettings):
         )
 
     def analysis_config(self) -> AnalysisConfig:
-        return AnalysisConfig(speaker_labels=dict(self.analyzer_speaker_labels))
+        return AnalysisConfig(
+            speaker_labels=dict(self.analyzer_speaker_labels),
+            turns=TurnRules(
+                merge_gap_ms=self.analyzer_turn_merge_gap_ms,
+                min_turn_ms=self.analyzer_turn_min_ms,
+                dead_air_ms=self.analyzer_dead_air_ms,
+            ),
+        )

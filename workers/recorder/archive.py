@@ -15,7 +15,9 @@ the recording is the call's next part. Every object's bytes depend only on the
 records, so a replay that does write produces the same bytes at the same keys.
 
 Runs in a worker thread (boto3 is synchronous); raises ``StoreError`` or
-``OSError`` for the caller to retry.
+``OSError`` for the caller to retry; anything else (a manifest that does not
+decode, ``ArchiveConflictError``, ``ReassemblyError``) fails the same way again:
+the caller records the recording as failed (workers.recorder.failures).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from infra.logsafe import safe
 from infra.parquet import rows_to_parquet
 from infra.peaks import CONTENT_TYPE as PEAKS_CONTENT_TYPE
 from infra.peaks import peaks_bytes, wav_peaks
@@ -35,15 +38,18 @@ from infra.wav import write_wav
 from schemas import envelope
 from schemas.codecs import Codec
 from schemas.custody import parse_iso_ns
-from schemas.layout import MANIFEST_NAME, PEAKS_NAME, WAV_NAME, recording_prefix
+from schemas.layout import MANIFEST_NAME, PEAKS_NAME, WAV_NAME, manifest_key, recording_prefix
 from schemas.manifest import (
+    CallInfo,
     Manifest,
     ObjectEntry,
+    PauseEntry,
     decode_manifest,
     manifest_bytes,
     recording_event,
 )
 from schemas.tables import recording_id, table_key
+from workers.recorder.errors import ArchiveConflictError
 from workers.recorder.manifests import build_manifest, calls_row
 from workers.recorder.reassembly import RecordingAssembler, RecordingResult
 
@@ -74,12 +80,14 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     rec_id = recording_id(result.call_id, part)
     prefix = recording_prefix(rec_id)
     if existing is not None:
-        log.info("call_id=%s: %s already archived, not rewritten", result.call_id, rec_id)
+        log.info("call_id=%s: %s already archived, not rewritten", safe(result.call_id),
+                 rec_id)
         assembler.discard()
         return ArchivedRecording(recording_event(existing, store.uri), already_archived=True,
                                  last_close_ns=rec.closed_at_ns)
 
-    manifest = build_manifest(result, part=part, recording_id=rec_id)
+    manifest = build_manifest(result, part=part, recording_id=rec_id,
+                              call=call_info(rec), pauses=pauses_of(rec, assembler, result))
     wav_path = work_dir / f"{rec_id}.wav"
     try:
         _, sha256 = write_wav(wav_path, result.codec, result.track_paths,
@@ -110,6 +118,42 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
     )
 
 
+def call_info(rec: Recording) -> CallInfo | None:
+    """The control plane's metadata of the call, when it sent any."""
+    answered, completed = rec.answered, rec.completed
+    if answered is None and completed is None:
+        return None
+    first = answered or completed
+    assert first is not None
+    return CallInfo(
+        from_number=first.from_number,
+        to_number=first.to_number,
+        direction=first.direction,
+        tag=first.tag,
+        answered_time=first.answered_time or (answered.event_time if answered else None),
+        completed_time=completed.completed_time or completed.event_time if completed else None,
+        disposition=completed.disposition if completed else None,
+    )
+
+
+def pauses_of(rec: Recording, assembler: RecordingAssembler,
+              result: RecordingResult) -> list[PauseEntry]:
+    """Paused intervals: from the end of each stopped stream's audio to the start of the
+    next stream (the one started on resume), or to the end of the recording."""
+    spans = assembler.stream_spans()
+    entries: list[PauseEntry] = []
+    for pause in rec.pauses:
+        span = spans.get(pause.stream_id or "")
+        if span is None:
+            continue
+        start = span[1]
+        later = [s for s, _ in spans.values() if s >= start]
+        end = min(later, default=max(start, result.duration_ms))
+        if end > start:
+            entries.append(PauseEntry(start_ms=start, end_ms=end))
+    return sorted(entries, key=lambda p: p.start_ms)
+
+
 def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manifest | None]:
     """(part, its manifest if that part is already archived) for this recording.
 
@@ -121,14 +165,7 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
     longer than the idle timeout, then resumed) is the call's next part.
     """
     first = result.streams[0] if result.streams else None
-    base = recording_id(result.call_id, 0)[: -len("0")]
-    parts: dict[int, Manifest] = {}
-    for key in store.list_keys(recording_prefix(base)[:-1]):
-        if not key.endswith("/" + MANIFEST_NAME):
-            continue
-        manifest = decode_manifest(store.get_bytes(key))
-        if manifest.call_id == result.call_id:
-            parts[manifest.part] = manifest
+    parts = _archived_parts(store, result.call_id)
     if first is not None:
         arrived = parse_iso_ns(first.first_arrival)
         for part, manifest in sorted(parts.items()):
@@ -146,6 +183,26 @@ def _peaks(wav_path: Path, codec: Codec, tracks: list[str]) -> bytes:
     with wav_path.open("rb") as handle:
         blocks = iter(lambda: handle.read(1024 * 1024), b"")
         return peaks_bytes(wav_peaks(blocks, codec, tracks))
+
+
+def _archived_parts(store: ObjectStore, call_id: str) -> dict[int, Manifest]:
+    """The manifests of the call's archived parts, read at their exact keys.
+
+    Parts are numbered 0, 1, 2... without holes (part n+1 is archived only after part
+    n's manifest exists), so they are found by asking for part 0's manifest, then 1's,
+    until one is missing: one request more than the call has parts, whatever the size
+    of the archive (listing ``recordings/<call_id>-`` would also list every call whose
+    id starts with this one's, and grow with them).
+    """
+    parts: dict[int, Manifest] = {}
+    while True:
+        key = manifest_key(recording_id(call_id, len(parts)))
+        if not store.exists(key):
+            return parts
+        manifest = decode_manifest(store.get_bytes(key))
+        if manifest.call_id != call_id:
+            raise ArchiveConflictError(f"{key} belongs to call {manifest.call_id!r}")
+        parts[len(parts)] = manifest
 
 
 def _entry(obj: StoredObject) -> ObjectEntry:

@@ -3,6 +3,7 @@
 ::
 
     RecorderError                 none retriable: the same records fail the same way
+    ├── ArchiveConflictError      a manifest at this call's key names another call
     └── ReassemblyError           the reassembly core (workers.recorder.spool, .reassembly)
         ├── WrongCallError        a record of another call was given to an assembler
         ├── FinalizedError        a chunk was added after finish()/finalize()
@@ -20,6 +21,10 @@ class RecorderError(Exception):
     """Root of the recorder's own errors."""
 
     retriable = False
+
+
+class ArchiveConflictError(RecorderError):
+    """The archive holds, at one of this call's keys, a manifest of another call."""
 
 
 class ReassemblyError(RecorderError):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.custody import iso_time
-from schemas.manifest import Manifest, ObjectEntry, start_ns
+import msgspec
+
+from schemas.custody import iso_time, parse_iso_ns
+from schemas.manifest import CallInfo, Manifest, ObjectEntry, PauseEntry, start_ns
 from workers.recorder.reassembly import RecordingResult
 
 
@@ -16,6 +18,8 @@ def build_manifest(
     part: int,
     recording_id: str,
     objects: Sequence[ObjectEntry] = (),
+    call: CallInfo | None = None,
+    pauses: Sequence[PauseEntry] = (),
 ) -> Manifest:
     """The manifest of a finalized recording.
 
@@ -39,6 +43,9 @@ def build_manifest(
         streams=list(result.streams),
         counts={t.track: t.counts for t in result.tracks},
         objects=sorted(objects, key=lambda o: o.key),
+        call=call if call is not None else msgspec.UNSET,
+        pauses=list(pauses) if pauses else msgspec.UNSET,
+        timeline=list(result.timeline) if result.timeline else msgspec.UNSET,
     )
 
 
@@ -78,4 +85,27 @@ def calls_row(
         "overlaps": sum(c.overlaps for c in counts),
         "streams": len(manifest.streams),
         "ingest_pods": sorted({p for s in manifest.streams for p in s.ingest_pods}),
+        **call_columns(manifest.call or None),
+        "paused_ms": (sum(p.end_ms - p.start_ms for p in manifest.pauses or [])
+                      if manifest.call else None),
     }
+
+
+def call_columns(call: CallInfo | None) -> dict[str, Any]:
+    """The call metadata columns shared by the ``calls`` and ``control`` tables."""
+    if call is None:
+        call = CallInfo()
+    return {
+        "from_number": call.from_number,
+        "to_number": call.to_number,
+        "direction": call.direction,
+        "tag": call.tag,
+        "answered_time": _ms(call.answered_time),
+        "completed_time": _ms(call.completed_time),
+        "disposition": call.disposition,
+    }
+
+
+def _ms(text: str | None) -> int | None:
+    ns = parse_iso_ns(text)
+    return None if ns is None else ns // 1_000_000

@@ -15,7 +15,8 @@ LATE_RECORDS = Counter(
 )
 RECORDINGS = Counter(
     "callrec_recorder_recordings_total",
-    "Recordings archived, by outcome (complete, incomplete, already_archived)",
+    "Recordings archived, by outcome (complete, incomplete, already_archived), or failed "
+    "(not archivable: see the failure note and the log)",
     ["outcome"],
 )
 FINALIZE_LATENCY = Histogram(
@@ -40,3 +41,18 @@ CONSUMER_LAG = Gauge(
     ["partition"],
 )
 PAUSED = Gauge("callrec_recorder_paused", "1 while partitions are paused (archive failing)")
+ARCHIVE_FAILURES = Counter(
+    "callrec_recorder_archive_failures_total",
+    "Recordings that could not be archived (not retried), by error",
+    ["error"],
+)
+COMMITTED_OFFSET = Gauge(
+    "callrec_recorder_committed_offset",
+    "Last offset committed for a partition of the media topic",
+    ["partition"],
+)
+READ_OFFSET = Gauge(
+    "callrec_recorder_read_offset",
+    "Offset after the last record read from a partition of the media topic",
+    ["partition"],
+)

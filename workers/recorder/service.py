@@ -16,14 +16,20 @@ Offsets are committed every ``recorder_commit_interval_s`` at
 durable. A crash between any two steps replays the recording; archiving skips
 a recording whose manifest exists, so a replay writes nothing twice.
 
-When the archive fails (S3 down), the recording is retried with backoff and
-every partition is paused, so no more audio piles up on local disk; nothing is
-committed past it. Partitions resume once the archive works again.
+When the archive fails (S3 down, Kafka away, a local disk error), the recording is
+retried with backoff and every partition is paused, so no more audio piles up on
+local disk; nothing is committed past it. Partitions resume once the archive works
+again. Any other error fails the same way on every attempt (a corrupt manifest in
+the archive, spool files the disk lost after an error inside finalize, a bug): the
+recording is then *failed* (workers.recorder.failures: ERROR log line, metric,
+failure note in the archive) and done, so commits move past it. No archive task
+ends without one of these outcomes (docs/operations.md, "A failed recording").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
@@ -35,10 +41,11 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from infra.bus import Consumer, Producer
+from infra.logsafe import safe
 from infra.store import ObjectStore, StoreError
 from schemas import envelope
 from schemas.errors import EnvelopeError
-from workers.recorder import metrics
+from workers.recorder import failures, metrics
 from workers.recorder.archive import ArchivedRecording, archive_recording
 from workers.recorder.reassembly import RecordingAssembler
 from workers.recorder.tracker import Assembler, Recording, RecordingTracker
@@ -177,7 +184,7 @@ class RecorderService:
             metrics.LATE_RECORDS.inc()
             log.warning(
                 "call_id=%s: %s for a recording already archived, dropped (%s[%d]@%d)",
-                record.call_id,
+                safe(record.call_id),
                 type(record).__name__,
                 tp.topic,
                 tp.partition,
@@ -196,13 +203,25 @@ class RecorderService:
 
     def _start_archives(self, now: float) -> None:
         for rec in self.tracker.ready(now):
+            if not rec.known_streams:
+                # Answered by the control plane, but no stream ever came: nothing to archive
+                # (the control table says why the call is not recorded).
+                log.info("call_id=%s: no stream reached the recorder, nothing archived",
+                         rec.call_id)
+                rec.assembler.discard()
+                self.tracker.done(rec)
+                continue
             self._archives[rec] = asyncio.get_running_loop().create_task(self._archive(rec))
         metrics.OPEN_CALLS.set(self.tracker.open_count)
 
     # -- archiving ---------------------------------------------------------------------
 
     async def _archive(self, rec: Recording) -> None:
+        """Archive ``rec``; every way this ends leaves a defined state (module docstring):
+        archived, retried until it is, or failed and written down; then commits move on."""
         backoff = 0.5
+        archived: ArchivedRecording | None = None
+        failure: Exception | None = None
         try:
             async with self._archive_slots:
                 while True:
@@ -219,18 +238,55 @@ class RecorderService:
                         self._set_failing(rec, True)
                         log.warning(
                             "call_id=%s: archive failed, retrying in %.1fs: %s",
-                            rec.call_id,
+                            safe(rec.call_id),
                             backoff,
-                            exc,
+                            safe(exc, 512),
                         )
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    except Exception as exc:
+                        # The same records fail the same way again: retrying would hold
+                        # the partition's commit forever.
+                        failure = exc
+                        break
             self._set_failing(rec, False)
-            self._count(archived)
+            if archived is not None:
+                self._count(archived)
+            else:
+                assert failure is not None
+                await self._record_failure(rec, failure)
+            self.tracker.done(rec)
+        except Exception as exc:  # in our own book-keeping: still never pin the partition
+            log.exception("call_id=%s: archive task failed: %s", safe(rec.call_id), safe(exc))
             self.tracker.done(rec)
         finally:
             self._archives.pop(rec, None)
             self._set_failing(rec, False)
+
+    async def _record_failure(self, rec: Recording, exc: Exception) -> None:
+        """A recording that cannot be archived: log, count, write the failure note."""
+        metrics.RECORDINGS.labels("failed").inc()
+        metrics.ARCHIVE_FAILURES.labels(type(exc).__name__).inc()
+        log.error(
+            "call_id=%s: recording FAILED, not archived (%s: %s); %s[%d] from offset %d "
+            "holds its records until retention; commits move on",
+            safe(rec.call_id), type(exc).__name__, safe(exc, 512), self.media_topic,
+            rec.partition, rec.first_offset, exc_info=exc,
+        )
+        note = failures.describe(rec.call_id, self.media_topic, rec.partition,
+                                 rec.first_offset, rec.known_streams, exc)
+        try:
+            stored = await asyncio.to_thread(failures.write_failure, self.store, note)
+            log.error("call_id=%s: failure noted at %s", safe(rec.call_id),
+                      self.store.uri(stored.key))
+        except Exception as write_exc:
+            log.error("call_id=%s: failure note not written either: %s", safe(rec.call_id),
+                      safe(write_exc, 512))
+        try:
+            rec.assembler.discard()
+        except OSError as discard_exc:
+            log.warning("call_id=%s: spill files not deleted: %s", safe(rec.call_id),
+                        discard_exc)
 
     async def _publish(self, archived: ArchivedRecording) -> None:
         await self.producer.send_and_wait(
@@ -252,9 +308,9 @@ class RecorderService:
             metrics.FINALIZE_LATENCY.observe(max(0.0, time.time() - archived.last_close_ns / 1e9))
         log.info(
             "call_id=%s archived: %s (%s)",
-            event.call_id,
+            safe(event.call_id),
             event.wav_uri,
-            "complete" if event.complete else f"incomplete: {event.reason}",
+            "complete" if event.complete else f"incomplete: {safe(event.reason, 512)}",
         )
 
     def _set_failing(self, rec: Recording, failing: bool) -> None:
@@ -289,6 +345,8 @@ class RecorderService:
         if offsets:
             await self.consumer.commit(offsets)
             self._committed.update({tp.partition: o for tp, o in offsets.items()})
+            for tp, o in offsets.items():
+                metrics.COMMITTED_OFFSET.labels(str(tp.partition)).set(o)
 
     async def _report_lag(self) -> None:
         """Records between our position and the log end, per owned partition.
@@ -307,8 +365,9 @@ class RecorderService:
             except (TimeoutError, KafkaError) as exc:
                 log.warning("end offsets unavailable, lag from the last fetch: %r", exc)
         for tp, end in ends.items():
+            read = self.tracker.next_offset(tp.partition)
+            metrics.READ_OFFSET.labels(str(tp.partition)).set(read)
             if end is not None:
-                read = self.tracker.next_offset(tp.partition)
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - read))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -327,7 +386,9 @@ class RecorderService:
             self._committed.pop(p, None)
             # The new owner reports this partition's lag; a stale value here would be
             # summed with it (CallrecRecorderLag) and never change again.
-            metrics.CONSUMER_LAG.remove(str(p))
+            for gauge in (metrics.CONSUMER_LAG, metrics.COMMITTED_OFFSET, metrics.READ_OFFSET):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(p))
         log.info("partitions %s revoked; their open recordings go to the next owner", sorted(parts))
 
 

@@ -142,7 +142,7 @@ class ChunkSpool:
     therefore sorted. A chunk that sorts before the last record already written
     is *late*: it is buffered separately and written as an extra sorted run.
     ``records()`` merges all runs into one sorted stream. Nothing is resolved
-    here (duplicates, overlaps): ``workers.recorder.reassembly.assemble_track`` does it, and it
+    here (duplicates, overlaps): ``workers.recorder.tracks.assemble_track`` does it, and it
     sees every record, so the result does not depend on arrival order.
     """
 
@@ -203,41 +203,61 @@ class ChunkSpool:
         samples, or audio reaching past ``max_duration_ms`` of the stream.
         ``received_ns`` (when the ingest pod read it) feeds :attr:`jitter_ms`.
         """
+        return self.add_many(((chunk, timestamp_ms, payload, received_ns),)) == 1
+
+    def add_many(self, chunks: Iterable[tuple[int, int, bytes, int | None]]) -> int:
+        """Spool ``(chunk, timestamp_ms, payload, received_ns)`` in order, as :meth:`add`
+        would one by one; return how many were accepted.
+
+        The same decisions, counts and run bytes as that many ``add`` calls: only the
+        writes to the main run are gathered into one per call (a ``MediaBatch``).
+        """
         if self._finished:
             raise FinalizedError(f"spool {self._name} is finished")
-        size = len(payload)
-        end_ms = timestamp_ms + self.codec.ms_for_bytes(size)
-        if (
-            chunk < 0
-            or timestamp_ms < 0
-            or size == 0
-            or size % self.codec.sample_width
-            or end_ms > self.max_duration_ms
-        ):
-            self.rejected += 1
-            return False
-        self.received += 1
-        if received_ns is not None:
-            self._arrived(timestamp_ms, received_ns)
-        if self.seen.add(chunk):
-            if chunk < self._max_chunk:
-                self.out_of_order += 1
-            self._max_chunk = max(self._max_chunk, chunk)
-        else:
-            self.duplicates += 1
-        key = (timestamp_ms, chunk, bytes(payload))
-        if self._last is not None and key < self._last:
-            self.late += 1
-            self._late.append(key)
-            self._late_bytes += size
-            if self._late_bytes > self.late_buffer_bytes:
-                self._flush_late()
-            return True
-        heapq.heappush(self._heap, key)
-        self._heap_bytes += size
-        while self._heap_bytes > self.window_bytes:
-            self._append_main(heapq.heappop(self._heap))
-        return True
+        codec = self.codec
+        width, max_ms = codec.sample_width, self.max_duration_ms
+        heap, late, window = self._heap, self._late, self.window_bytes
+        out: list[bytes] = []
+        accepted = 0
+        try:
+            for chunk, timestamp_ms, payload, received_ns in chunks:
+                size = len(payload)
+                if (
+                    chunk < 0
+                    or timestamp_ms < 0
+                    or size == 0
+                    or size % width
+                    or timestamp_ms + codec.ms_for_bytes(size) > max_ms
+                ):
+                    self.rejected += 1
+                    continue
+                accepted += 1
+                if received_ns is not None:
+                    self._arrived(timestamp_ms, received_ns)
+                if self.seen.add(chunk):
+                    if chunk < self._max_chunk:
+                        self.out_of_order += 1
+                    self._max_chunk = max(self._max_chunk, chunk)
+                else:
+                    self.duplicates += 1
+                key = (timestamp_ms, chunk, bytes(payload))
+                if self._last is not None and key < self._last:
+                    self.late += 1
+                    late.append(key)
+                    self._late_bytes += size
+                    if self._late_bytes > self.late_buffer_bytes:
+                        self._flush_late()
+                    continue
+                heapq.heappush(heap, key)
+                self._heap_bytes += size
+                while self._heap_bytes > window:
+                    self._pop_main(out)
+        finally:
+            # Popped chunks are written even if a late run failed: the main run stays whole.
+            self.received += accepted
+            if out:
+                self._main.write(b"".join(out))
+        return accepted
 
     def _arrived(self, timestamp_ms: int, received_ns: int) -> None:
         # RFC 3550 6.4.1: D = (arrival difference) - (timestamp difference), and
@@ -252,8 +272,10 @@ class ChunkSpool:
         """Write out everything still in RAM; idempotent. ``add`` is refused afterwards."""
         if self._finished:
             return
+        out: list[bytes] = []
         while self._heap:
-            self._append_main(heapq.heappop(self._heap))
+            self._pop_main(out)
+        self._main.write(b"".join(out))
         self._flush_late()
         self._main.close()
         self._finished = True
@@ -273,10 +295,13 @@ class ChunkSpool:
         self._levels.clear()
         self._finished = True
 
-    def _append_main(self, key: Key) -> None:
-        self._heap_bytes -= len(key[2])
-        self._main.write(_RECORD.pack(key[0], key[1], len(key[2])))
-        self._main.write(key[2])
+    def _pop_main(self, out: list[bytes]) -> None:
+        """Move the smallest buffered chunk to the main run (written by the caller)."""
+        key = heapq.heappop(self._heap)
+        payload = key[2]
+        self._heap_bytes -= len(payload)
+        out.append(_RECORD.pack(key[0], key[1], len(payload)))
+        out.append(payload)
         self._last = key
 
     def _flush_late(self) -> None:

@@ -18,6 +18,13 @@ after a crash takes the same decisions and writes the same bytes:
 - a recording with open streams and no record for ``idle_timeout_s`` is ready too,
   marked incomplete: the ingest pod that held its streams vanished.
 
+Call lifecycle records of the control plane (``CallLifecycle``, docs/control.md) refine
+this: ``answered`` opens the recording with the call's metadata before its first stream;
+``paused`` keeps it open however long its streams stay closed (the pause is silence),
+until the next stream (started on ``resume``) joins it; ``completed`` ends it as soon as its streams
+are closed, without the grace period (or after ``COMPLETED_WAIT_S`` when a stream's
+close never comes). A recording that never got a stream is dropped, not archived.
+
 Commit rule (docs/architecture.md, "Guarantees"): a partition's committed offset is the lowest first
 offset of any recording of that partition not yet durable in the archive, or
 the next offset to read when there is none. A crash therefore replays every
@@ -29,11 +36,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from schemas import envelope
 
 log = logging.getLogger(__name__)
+
+COMPLETED_WAIT_S = 5.0
+"""After the call's ``completed``, how long streams still open may take to close."""
+MAX_PAUSE_S = 3600.0
+"""A pause longer than this (no resume, no completed) no longer holds the recording open."""
 
 
 class Assembler(Protocol):
@@ -42,6 +54,8 @@ class Assembler(Protocol):
     def add_start(self, record: envelope.StreamStarted) -> None: ...
 
     def add_chunk(self, record: envelope.MediaChunk) -> None: ...
+
+    def add_batch(self, record: envelope.MediaBatch) -> None: ...
 
     def add_close(self, record: envelope.StreamClosed) -> None: ...
 
@@ -74,6 +88,15 @@ class Recording:
     """Why the recording was ended without its close records."""
     handed_over: bool = False
     """Given to the archiver; records for it that still come are late."""
+    answered: envelope.CallLifecycle | None = None
+    """The control plane's ``answered`` record: the call's metadata."""
+    completed: envelope.CallLifecycle | None = None
+    """The control plane's ``completed`` record: the call is over."""
+    completed_seen: float | None = None
+    paused: bool = False
+    paused_seen: float = 0.0
+    pauses: list[envelope.CallLifecycle] = field(default_factory=list)
+    """``paused`` records, in log order: each names the stream it stopped."""
 
     @property
     def all_closed(self) -> bool:
@@ -107,7 +130,8 @@ class RecordingTracker:
     def add(self, partition: int, offset: int, record: envelope.Record, now: float) -> None:
         """Take one record of ``callrec.media`` read at ``offset``; ``now`` is monotonic."""
         self._next_offset[partition] = offset + 1
-        if isinstance(record, envelope.RecordingFinished):
+        if isinstance(record, envelope.RecordingFinished | envelope.CallEventReceived
+                      | envelope.ControlState):
             return  # not a media-topic record; ignore
         stamp = record.received_ns
         if stamp > self._watermark_ns.get(partition, 0):
@@ -117,6 +141,10 @@ class RecordingTracker:
                 rec = self._recording_of(record.stream_id, record, partition, offset)
                 if rec is not None:
                     rec.assembler.add_chunk(record)
+            case envelope.MediaBatch():
+                rec = self._recording_of(record.stream_id, record, partition, offset)
+                if rec is not None:
+                    rec.assembler.add_batch(record)
             case envelope.StreamStarted():
                 rec = self._recording_for_start(record, partition, offset)
                 rec.open_streams.add(record.stream_id)
@@ -133,6 +161,10 @@ class RecordingTracker:
                 rec = self._recording_of(record.stream_id, record, partition, offset)
                 if rec is not None:
                     rec.assembler.add_mark(record)
+            case envelope.CallLifecycle():
+                rec = self._lifecycle(record, partition, offset, now)
+            case _:
+                assert_never(record)
         if rec is not None:
             rec.last_record_ns = max(rec.last_record_ns, stamp)
             rec.last_seen = now
@@ -156,12 +188,35 @@ class RecordingTracker:
         self._calls.setdefault(call_id, []).append(rec)
         return rec
 
+    def _lifecycle(self, record: envelope.CallLifecycle, partition: int, offset: int,
+                   now: float) -> Recording | None:
+        rec = self._current(record.call_id)
+        if record.event == "answered":
+            if rec is None or rec.completed is not None:
+                rec = self._new(record.call_id, partition, offset)
+            rec.answered = rec.answered or record
+            return rec
+        if rec is None:
+            return None  # nothing being recorded: nothing to pause, resume or end
+        if record.event == "paused":
+            rec.paused, rec.paused_seen = True, now
+            rec.pauses.append(record)
+        elif record.event == "resumed":
+            # Stays paused (open) until the resumed stream starts and joins it.
+            rec.paused_seen = now
+        elif record.event == "completed":
+            rec.completed, rec.completed_seen, rec.paused = record, now, False
+        else:
+            assert_never(record.event)
+        return rec
+
     def _recording_for_start(
         self, start: envelope.StreamStarted, partition: int, offset: int
     ) -> Recording:
         rec = self._current(start.call_id)
         joins = rec is not None and (
             not rec.all_closed
+            or rec.paused
             or start.stream_id in rec.known_streams
             or (
                 rec.closed_at_ns is not None
@@ -170,6 +225,7 @@ class RecordingTracker:
         )
         if rec is None or not joins:
             rec = self._new(start.call_id, partition, offset)
+        rec.paused = False
         rec.known_streams.add(start.stream_id)
         rec.closed_at_ns = rec.closed_seen = None
         return rec
@@ -209,6 +265,18 @@ class RecordingTracker:
 
     def _is_over(self, rec: Recording, now: float) -> bool:
         watermark = self._watermark_ns.get(rec.partition, 0)
+        if rec.completed is not None and rec.completed_seen is not None:
+            if rec.all_closed or not rec.known_streams:
+                return True
+            if now - rec.completed_seen >= COMPLETED_WAIT_S:
+                rec.idle, rec.cut_reason = True, "call completed, stream close missing"
+                return True
+            return False
+        if rec.paused:
+            return now - rec.paused_seen >= MAX_PAUSE_S
+        if not rec.known_streams:
+            # Answered, no stream yet: ends (unarchived) after the idle timeout.
+            return now - rec.last_seen >= self.idle_timeout_s
         if rec.all_closed and rec.closed_at_ns is not None and rec.closed_seen is not None:
             return (
                 watermark > rec.closed_at_ns + self.grace_ns

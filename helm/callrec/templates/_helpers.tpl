@@ -115,6 +115,18 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if eq .component "ingest" }}
 {{- $_ := set $env "CALLREC_INGEST_PORT" $v.ingest.port }}
 {{- $_ := set $env "CALLREC_INGEST_DRAIN_GRACE_S" $v.ingest.drain.graceSeconds }}
+{{- $_ := set $env "CALLREC_INGEST_ALLOW_ANONYMOUS" (ternary "true" "false" (eq (toString $v.ingest.auth.allowAnonymous) "true")) }}
+{{- else if eq .component "control" }}
+{{- $_ := set $env "CALLREC_KAFKA_CALLS_TOPIC" $v.kafka.topics.calls.name }}
+{{- $_ := set $env "CALLREC_KAFKA_CONTROL_TOPIC" $v.kafka.topics.control.name }}
+{{- $_ := set $env "CALLREC_ARCHIVE_URI" $v.s3.archiveUri }}
+{{- $_ := set $env "CALLREC_S3_REGION" $v.s3.region }}
+{{- with $v.s3.endpointUrl }}{{ $_ := set $env "CALLREC_S3_ENDPOINT_URL" . }}{{ end }}
+{{- with $v.s3.sse }}{{ $_ := set $env "CALLREC_S3_SSE" . }}{{ end }}
+{{- with $v.s3.sseKmsKeyId }}{{ $_ := set $env "CALLREC_S3_SSE_KMS_KEY_ID" . }}{{ end }}
+{{- $_ := set $env "CALLREC_CONTROL_PORT" $v.control.port }}
+{{- $_ := set $env "CALLREC_CONTROL_STREAM_URL" $v.control.streamUrl }}
+{{- $_ := set $env "CALLREC_WAVIX_API_URL" $v.control.wavixApiUrl }}
 {{- else }}
 {{- $_ := set $env "CALLREC_ARCHIVE_URI" $v.s3.archiveUri }}
 {{- $_ := set $env "CALLREC_S3_REGION" $v.s3.region }}
@@ -181,6 +193,16 @@ names "callrec.validateSettings" has checked: none of them is managed or secret)
 {{- if or .Values.s3.credentials.existingSecret .Values.s3.credentials.accessKeyId }}true{{ end }}
 {{- end }}
 
+{{- define "callrec.controlSecret" -}}
+{{- if .Values.control.auth.existingSecret }}{{ .Values.control.auth.existingSecret }}{{ else }}{{ include "callrec.secretName" . }}{{ end }}
+{{- end }}
+
+{{/* Which control secrets exist (from existingSecret: all of them). */}}
+{{- define "callrec.hasControlSecret" -}}
+{{- $a := .ctx.Values.control.auth }}
+{{- if and .ctx.Values.control.enabled (or $a.existingSecret (index $a .field)) }}true{{ end }}
+{{- end }}
+
 {{- define "callrec.consoleSecret" -}}
 {{- if .Values.console.auth.existingSecret }}{{ .Values.console.auth.existingSecret }}{{ else }}{{ include "callrec.secretName" . }}{{ end }}
 {{- end }}
@@ -216,6 +238,19 @@ inline (console.auth.users, console.auth.sessionSecret) into the chart's Secret.
     secretKeyRef:
       name: {{ include "callrec.ingestTokensSecret" .ctx }}
       key: {{ $v.ingest.auth.tokensKey }}
+{{- end }}
+{{- if or (eq .component "ingest") (eq .component "control") }}
+{{- $a := $v.control.auth }}
+{{- range $field := list "streamTokenKeys" "webhookSecret" "apiToken" "wavixApiKey" }}
+{{- $name := get (dict "streamTokenKeys" "CALLREC_STREAM_TOKEN_KEYS" "webhookSecret" "CALLREC_CONTROL_WEBHOOK_SECRET" "apiToken" "CALLREC_CONTROL_API_TOKEN" "wavixApiKey" "CALLREC_WAVIX_API_KEY") $field }}
+{{- if and (or (eq $.component "control") (eq $field "streamTokenKeys")) (include "callrec.hasControlSecret" (dict "ctx" $.ctx "field" $field)) }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "callrec.controlSecret" $.ctx }}
+      key: {{ index $a (printf "%sKey" $field) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- $s3Secret := ternary (include "callrec.consoleS3Secret" .ctx) (include "callrec.s3Secret" .ctx) (eq .component "console") }}
 {{- if and (ne .component "ingest") (or (include "callrec.hasS3Credentials" .ctx) (and (eq .component "console") $v.console.s3Credentials.existingSecret)) }}
@@ -291,7 +326,8 @@ topologySpreadConstraints:
 {{- define "callrec.commonVolumes" -}}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .ctx.Values.tmpSizeLimit }}
+    {{- /* The analyzer downloads the WAV it analyses to /tmp (read in windows, RAM flat). */}}
+    sizeLimit: {{ (and (eq (toString .component) "analyzer") .ctx.Values.analyzer.tmpSizeLimit) | default .ctx.Values.tmpSizeLimit }}
 {{- if .ctx.Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
@@ -340,6 +376,14 @@ prometheus.io/path: /metrics
 {{- if and $v.kafka.sasl.password (not $v.kafka.sasl.existingSecret) }}
 {{ $v.kafka.sasl.passwordKey }}: {{ $v.kafka.sasl.password | b64enc | quote }}
 {{- end }}
+{{- if and $v.control.enabled (not $v.control.auth.existingSecret) }}
+{{- $a := $v.control.auth }}
+{{- range $field := list "apiToken" "streamTokenKeys" "wavixApiKey" "webhookSecret" }}
+{{- with index $a $field }}
+{{ index $a (printf "%sKey" $field) }}: {{ . | b64enc | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.console.auth.users $v.console.auth.sessionSecret (not $v.console.auth.existingSecret) }}
 {{ $v.console.auth.usersKey }}: {{ printf "%s\n" (join "\n" $v.console.auth.users) | b64enc | quote }}
 {{ $v.console.auth.sessionSecretKey }}: {{ $v.console.auth.sessionSecret | b64enc | quote }}
@@ -354,7 +398,7 @@ source: the drain grace must stay inside terminationGracePeriodSeconds), not a s
 */}}
 {{- define "callrec.validateSettings" -}}
 {{- $settings := .Files.Get "files/settings.yaml" | fromYaml }}
-{{- range $component := list "ingest" "recorder" "analyzer" "console" }}
+{{- range $component := list "ingest" "recorder" "analyzer" "control" "console" }}
 {{- $v := index $.Values $component }}
 {{- $known := index $settings $component }}
 {{- $config := $v.config | default dict }}
