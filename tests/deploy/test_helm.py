@@ -690,7 +690,7 @@ def test_analyzer_can_be_disabled(helm: str) -> None:
     assert set(manifests.deployments()) == {"ingest", "recorder", "control", "console"}
     assert all("analyzer" not in d["metadata"]["name"] for d in manifests.docs)
     manifests = render(helm, set_values={"console.enabled": "false"})
-    assert set(manifests.deployments()) == {"ingest", "recorder", "analyzer"}
+    assert set(manifests.deployments()) == {"ingest", "recorder", "analyzer", "control"}
     assert all("console" not in d["metadata"]["name"] for d in manifests.docs)
 
 
