@@ -74,42 +74,76 @@ def write_synthetic(root: Path, calls: int, segments: int, seed: int = 7) -> lis
         duration = rng.randrange(5_000, 900_000)
         date = start.date().isoformat()
         keys = {"call_id": [f"syn{i:07d}"], "part": [0], "recording_id": [rec]}
-        call = pa.table({
-            **keys, "start_time": [start], "end_time": [start + dt.timedelta(
-                milliseconds=duration)], "duration_ms": [duration],
-            "tracks": [["inbound", "outbound"]], "channels": [2],
-            "complete": [rng.random() > 0.05],
-            "incomplete_reason": [None], "codec": ["L16/24000"], "sample_rate": [24000],
-            "recording_key": [f"recordings/{rec}/audio.wav"],
-            "manifest_key": [f"recordings/{rec}/manifest.json"], "wav_sha256": ["0" * 64],
-            "wav_bytes": [duration * 96], "gaps": [0], "gap_ms": [0], "missing_chunks": [0],
-            "duplicates": [0], "out_of_order": [0], "overlaps": [0], "streams": [2],
-            "ingest_pods": [["ingest-0"]],
-        }, schema=CALLS)
+        call = pa.table(
+            {
+                **keys,
+                "start_time": [start],
+                "end_time": [start + dt.timedelta(milliseconds=duration)],
+                "duration_ms": [duration],
+                "tracks": [["inbound", "outbound"]],
+                "channels": [2],
+                "complete": [rng.random() > 0.05],
+                "incomplete_reason": [None],
+                "codec": ["L16/24000"],
+                "sample_rate": [24000],
+                "recording_key": [f"recordings/{rec}/audio.wav"],
+                "manifest_key": [f"recordings/{rec}/manifest.json"],
+                "wav_sha256": ["0" * 64],
+                "wav_bytes": [duration * 96],
+                "gaps": [0],
+                "gap_ms": [0],
+                "missing_chunks": [0],
+                "duplicates": [0],
+                "out_of_order": [0],
+                "overlaps": [0],
+                "streams": [2],
+                "ingest_pods": [["ingest-0"]],
+            },
+            schema=CALLS,
+        )
         n = segments
         bounds = sorted(rng.randrange(duration) for _ in range(2 * n))
-        seg = pa.table({
-            "call_id": [f"syn{i:07d}"] * n, "part": [0] * n, "recording_id": [rec] * n,
-            "track": [("inbound", "outbound")[k % 2] for k in range(n)],
-            "speaker": [("caller", "agent")[k % 2] for k in range(n)],
-            "segment": [k // 2 for k in range(n)],
-            "start_ms": bounds[0::2], "end_ms": bounds[1::2],
-            "text": [" ".join(rng.choice(words) for _ in range(rng.randint(6, 16)))
-                     for _ in range(n)],
-            "confidence": [0.9] * n,
-        }, schema=SEGMENTS)
+        seg = pa.table(
+            {
+                "call_id": [f"syn{i:07d}"] * n,
+                "part": [0] * n,
+                "recording_id": [rec] * n,
+                "track": [("inbound", "outbound")[k % 2] for k in range(n)],
+                "speaker": [("caller", "agent")[k % 2] for k in range(n)],
+                "segment": [k // 2 for k in range(n)],
+                "start_ms": bounds[0::2],
+                "end_ms": bounds[1::2],
+                "text": [
+                    " ".join(rng.choice(words) for _ in range(rng.randint(6, 16))) for _ in range(n)
+                ],
+                "confidence": [0.9] * n,
+            },
+            schema=SEGMENTS,
+        )
         talk = rng.randrange(duration)
         metric_rows = []
         for track in ("inbound", "outbound", "call"):
-            metric_rows.append({
-                "call_id": f"syn{i:07d}", "part": 0, "recording_id": rec, "track": track,
-                "talk_ms": talk, "silence_ms": duration - talk,
-                "overtalk_ms": rng.randrange(30_000) if track == "call" else 0,
-                "interruptions": rng.randrange(20), "longest_monologue_ms": talk // 3,
-                "words_per_minute": 150.0, "rms_dbfs": -20.0, "peak_dbfs": -3.0,
-                "clipping_ratio": rng.random() / 1000, "gaps": 0, "duplicates": 0,
-                "out_of_order": 0, "jitter_ms": 2.0,
-            })
+            metric_rows.append(
+                {
+                    "call_id": f"syn{i:07d}",
+                    "part": 0,
+                    "recording_id": rec,
+                    "track": track,
+                    "talk_ms": talk,
+                    "silence_ms": duration - talk,
+                    "overtalk_ms": rng.randrange(30_000) if track == "call" else 0,
+                    "interruptions": rng.randrange(20),
+                    "longest_monologue_ms": talk // 3,
+                    "words_per_minute": 150.0,
+                    "rms_dbfs": -20.0,
+                    "peak_dbfs": -3.0,
+                    "clipping_ratio": rng.random() / 1000,
+                    "gaps": 0,
+                    "duplicates": 0,
+                    "out_of_order": 0,
+                    "jitter_ms": 2.0,
+                }
+            )
         met = pa.Table.from_pylist(metric_rows, schema=METRICS)
         for name, table in (("calls", call), ("segments", seg), ("metrics", met)):
             path = root / table_key(name, date, rec)
@@ -138,8 +172,9 @@ def login(client: httpx.Client) -> None:
     page = client.get("/login")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert token, page.text[:200]
-    answer = client.post("/login", data={"csrf": token.group(1), "user": "listener",
-                                          "password": PASSWORD})
+    answer = client.post(
+        "/login", data={"csrf": token.group(1), "user": "listener", "password": PASSWORD}
+    )
     assert answer.status_code == 303, answer.status_code
 
 
@@ -149,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", type=int, default=10, help="segments per recording")
     parser.add_argument("--real", type=int, default=20, help="recordings with audio")
     parser.add_argument("--requests", type=int, default=100, help="of each kind")
-    parser.add_argument("--index-memory-mb", type=int, default=96,
-                        help="CALLREC_CONSOLE_INDEX_MEMORY_MB of the console")
+    parser.add_argument(
+        "--index-memory-mb",
+        type=int,
+        default=96,
+        help="CALLREC_CONSOLE_INDEX_MEMORY_MB of the console",
+    )
     parser.add_argument("--dir", type=Path, help="keep the archive here (reused if present)")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -163,33 +202,48 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True)
         began = time.perf_counter()
         write_synthetic(root, args.calls, args.segments)
-        print(f"archive: {args.calls} recordings in {time.perf_counter() - began:.0f} s",
-              file=sys.stderr)
+        print(
+            f"archive: {args.calls} recordings in {time.perf_counter() - began:.0f} s",
+            file=sys.stderr,
+        )
         store = LocalStore(root)
         scratch = work / "scratch"
         scratch.mkdir(exist_ok=True)
         for i in range(args.real):
-            archive_analyzed(store, f"real{i:03d}", {"inbound": tone(30_000),
-                                                    "outbound": tone(30_000, freq=300)},
-                             [(k * 2000, k * 2000 + 1500, f"real words number {k}")
-                              for k in range(12)], scratch)
+            archive_analyzed(
+                store,
+                f"real{i:03d}",
+                {"inbound": tone(30_000), "outbound": tone(30_000, freq=300)},
+                [(k * 2000, k * 2000 + 1500, f"real words number {k}") for k in range(12)],
+                scratch,
+            )
         marker.write_text("done\n")
     real = [f"real{i:03d}-0" for i in range(args.real)]
     words = vocabulary(random.Random(7))
     users = users_file(work / "users")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
-    env.update({"CALLREC_ARCHIVE_URI": str(root), "CALLREC_CONSOLE_USERS_FILE": str(users),
-                "CALLREC_CONSOLE_SESSION_SECRET": "bench-" + "x" * 40,
-                "CALLREC_CONSOLE_PORT": "0", "CALLREC_CONSOLE_HOST": "127.0.0.1",
-                "CALLREC_CONSOLE_INDEX_REFRESH_S": "3600",
-                "CALLREC_CONSOLE_INDEX_MEMORY_MB": str(args.index_memory_mb),
-                "CALLREC_LOG_LEVEL": "WARNING",
-                # plain http to localhost: httpx keeps Secure cookies off it
-                "CALLREC_CONSOLE_COOKIE_SECURE": "false"})
+    env.update(
+        {
+            "CALLREC_ARCHIVE_URI": str(root),
+            "CALLREC_CONSOLE_USERS_FILE": str(users),
+            "CALLREC_CONSOLE_SESSION_SECRET": "bench-" + "x" * 40,
+            "CALLREC_CONSOLE_PORT": "0",
+            "CALLREC_CONSOLE_HOST": "127.0.0.1",
+            "CALLREC_CONSOLE_INDEX_REFRESH_S": "3600",
+            "CALLREC_CONSOLE_INDEX_MEMORY_MB": str(args.index_memory_mb),
+            "CALLREC_LOG_LEVEL": "WARNING",
+            # plain http to localhost: httpx keeps Secure cookies off it
+            "CALLREC_CONSOLE_COOKIE_SECURE": "false",
+        }
+    )
     began = time.perf_counter()
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "callrec"), "console"], env=env,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "callrec"), "console"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -207,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         def calls_page() -> None:
             lo = rng.randrange(0, 600)
             day = (DAY0 + dt.timedelta(days=rng.randrange(50))).date()
-            params = rng.choice([
-                {"min_duration_s": str(lo), "sort": "duration_ms"},
-                {"min_overtalk_s": str(rng.randrange(5, 25)), "complete": "yes"},
-                {"date_from": day.isoformat(), "date_to": (day + dt.timedelta(days=7)
-                                                           ).isoformat()},
-                {"min_interruptions": "10", "sort": "interruptions", "order": "asc"},
-            ])
+            params = rng.choice(
+                [
+                    {"min_duration_s": str(lo), "sort": "duration_ms"},
+                    {"min_overtalk_s": str(rng.randrange(5, 25)), "complete": "yes"},
+                    {
+                        "date_from": day.isoformat(),
+                        "date_to": (day + dt.timedelta(days=7)).isoformat(),
+                    },
+                    {"min_interruptions": "10", "sort": "interruptions", "order": "asc"},
+                ]
+            )
             assert client.get("/calls", params=params).status_code == 200
 
         def search() -> None:
@@ -230,15 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         def seek() -> None:
             rec = rng.choice(real)
             start = rng.randrange(sizes[rec] - 65536)
-            response = client.get(f"/calls/{rec}/audio", params={"ps": "bench"},
-                                  headers={"range": f"bytes={start}-{start + 65535}"})
+            response = client.get(
+                f"/calls/{rec}/audio",
+                params={"ps": "bench"},
+                headers={"range": f"bytes={start}-{start + 65535}"},
+            )
             assert response.status_code == 206 and len(response.content) == 65536
 
         for fn in (calls_page, search, call_page, seek):  # warm-up
             fn()
         results = {
-            "baseline": timed(lambda: client.get("/healthz").raise_for_status(),
-                              args.requests),
+            "baseline": timed(lambda: client.get("/healthz").raise_for_status(), args.requests),
             "calls": timed(calls_page, args.requests),
             "search": timed(search, args.requests),
             "call": timed(call_page, args.requests),
@@ -257,37 +317,59 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(args: argparse.Namespace, load_s: float, rss_loaded: float, rss: float,
-           hwm: float, results: dict[str, list[float]]) -> str:
+def render(
+    args: argparse.Namespace,
+    load_s: float,
+    rss_loaded: float,
+    rss: float,
+    hwm: float,
+    results: dict[str, list[float]],
+) -> str:
     base = p(results["baseline"], 0.95)
-    names = {"baseline": "`/healthz` (baseline)", "calls": "filtered calls page",
-             "search": "transcript search", "call": "call page, first byte",
-             "seek": "audio seek (64 KiB Range)"}
+    verdict = "met" if max(rss, hwm) <= 300 else "**not met**"
+    names = {
+        "baseline": "`/healthz` (baseline)",
+        "calls": "filtered calls page",
+        "search": "transcript search",
+        "call": "call page, first byte",
+        "seek": "audio seek (64 KiB Range)",
+    }
     rows = []
     for key, values in results.items():
         target = TARGETS.get(key)
-        rows.append([names[key], f"{p(values, 0.5) * 1000:.1f}", f"{p(values, 0.95) * 1000:.1f}",
-                     f"{p(values, 0.95) / base:.0f}x",
-                     f"<= {target * 1000:.0f} ms" if target else "",
-                     ("yes" if p(values, 0.95) <= target else "**no**") if target else ""])
-    table = report.markdown_table(["Request", "p50 ms", "p95 ms", "p95 vs baseline",
-                                   "Target", "Met"], rows)
-    return "\n".join([
-        "## Review console", "",
-        f"`python -m bench.console_bench --calls {args.calls} --segments {args.segments} "
-        f"--requests {args.requests} --index-memory-mb {args.index_memory_mb}` on "
-        f"{report.machine()}. The machine was shared with "
-        "other engineers' test runs: the figures are indicative; the ratios to the "
-        "baseline (the same server answering `/healthz`, measured in the same run) are what "
-        "to compare. A local archive, one Parquet file per recording and table "
-        f"({args.calls * 3:,} files), {args.calls * args.segments:,} transcript segments.",
-        "",
-        table, "",
-        f"Calls index loaded (start to `/readyz`): {load_s:.1f} s. Console RSS: "
-        f"{rss_loaded:.0f} MiB once loaded, {rss:.0f} MiB after the requests, peak "
-        f"{hwm:.0f} MiB (target <= 300 MiB: {'met' if max(rss, hwm) <= 300 else '**not met**'}).",
-        "",
-    ])
+        rows.append(
+            [
+                names[key],
+                f"{p(values, 0.5) * 1000:.1f}",
+                f"{p(values, 0.95) * 1000:.1f}",
+                f"{p(values, 0.95) / base:.0f}x",
+                f"<= {target * 1000:.0f} ms" if target else "",
+                ("yes" if p(values, 0.95) <= target else "**no**") if target else "",
+            ]
+        )
+    table = report.markdown_table(
+        ["Request", "p50 ms", "p95 ms", "p95 vs baseline", "Target", "Met"], rows
+    )
+    return "\n".join(
+        [
+            "## Review console",
+            "",
+            f"`python -m bench.console_bench --calls {args.calls} --segments {args.segments} "
+            f"--requests {args.requests} --index-memory-mb {args.index_memory_mb}` on "
+            f"{report.machine()}. The machine was shared with "
+            "other engineers' test runs: the figures are indicative; the ratios to the "
+            "baseline (the same server answering `/healthz`, measured in the same run) are what "
+            "to compare. A local archive, one Parquet file per recording and table "
+            f"({args.calls * 3:,} files), {args.calls * args.segments:,} transcript segments.",
+            "",
+            table,
+            "",
+            f"Calls index loaded (start to `/readyz`): {load_s:.1f} s. Console RSS: "
+            f"{rss_loaded:.0f} MiB once loaded, {rss:.0f} MiB after the requests, peak "
+            f"{hwm:.0f} MiB (target <= 300 MiB: {verdict}).",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,12 @@ def register(sub: Any) -> None:
         "(CALLREC_ARCHIVE_URI) on CALLREC_CONSOLE_PORT. Login: built-in users from "
         "CALLREC_CONSOLE_USERS_FILE or a trusted OIDC proxy (CALLREC_CONSOLE_TRUSTED_PROXIES).",
     )
-    console.add_argument("--hash-password", action="store_true",
-                         help="read a password (prompted, or from stdin when not a terminal) "
-                         "and print its Argon2id hash for the users file, then exit")
+    console.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password (prompted, or from stdin when not a terminal) "
+        "and print its Argon2id hash for the users file, then exit",
+    )
     console.set_defaults(func=run)
 
 
@@ -42,11 +45,14 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         store = settings.open_store()
         await asyncio.to_thread(store.check)
-        server = ConsoleServer(wiring.console(settings, store).app(), settings.console_host,
-                               settings.console_port)
+        server = ConsoleServer(
+            wiring.console(settings, store).app(), settings.console_host, settings.console_port
+        )
         await server.start()
-        print(f"callrec console on http://127.0.0.1:{server.port}/ (archive "
-              f"{settings.archive_uri})", flush=True)
+        print(
+            f"callrec console on http://127.0.0.1:{server.port}/ (archive {settings.archive_uri})",
+            flush=True,
+        )
         await stop.wait()
         await server.stop()
 

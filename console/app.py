@@ -70,16 +70,26 @@ from schemas.manifest import Manifest, decode_manifest
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-       "frame-ancestors 'none'; form-action 'self'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 _REC_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,199}")
-_ROUTES = [(re.compile(p), label) for p, label in (
-    (r"/calls/[^/]+/audio", "audio"), (r"/calls/[^/]+/audio\.wav", "download"),
-    (r"/calls/[^/]+/(transcript|manifest|peaks)\.json", "json"),
-    (r"/calls/[^/]+/verify", "verify"), (r"/calls/[^/]+", "call"),
-    (r"/calls(\.csv)?", "calls"), (r"/static/.*", "static"), (r"/login|/logout", "login"),
-    (r"/healthz|/readyz|/metrics", "probe"))]
+_ROUTES = [
+    (re.compile(p), label)
+    for p, label in (
+        (r"/calls/[^/]+/audio", "audio"),
+        (r"/calls/[^/]+/audio\.wav", "download"),
+        (r"/calls/[^/]+/(transcript|manifest|peaks)\.json", "json"),
+        (r"/calls/[^/]+/verify", "verify"),
+        (r"/calls/[^/]+", "call"),
+        (r"/calls(\.csv)?", "calls"),
+        (r"/static/.*", "static"),
+        (r"/login|/logout", "login"),
+        (r"/healthz|/readyz|/metrics", "probe"),
+    )
+]
 
 
 def route_label(path: str) -> str:
@@ -103,10 +113,12 @@ class HeadersAndMetrics:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                extra = [(b"content-security-policy", CSP.encode()),
-                         (b"x-content-type-options", b"nosniff"),
-                         (b"referrer-policy", b"same-origin"),
-                         (b"x-frame-options", b"DENY")]
+                extra = [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                ]
                 if b"cache-control" not in names:
                     extra.append((b"cache-control", b"no-store"))
                 message["headers"] = headers + extra
@@ -121,27 +133,37 @@ class HeadersAndMetrics:
 class Console:
     """The app and what it serves from."""
 
-    def __init__(self, settings: ConsoleSettings, store: ObjectStore, *,
-                 index: CallIndex | None = None, users: Users | None = None,
-                 session_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        store: ObjectStore,
+        *,
+        index: CallIndex | None = None,
+        users: Users | None = None,
+        session_secret: str | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
-        self.index = index or CallIndex(store, directory=settings.console_index_dir,
-                                        memory_mb=settings.console_index_memory_mb)
+        self.index = index or CallIndex(
+            store, directory=settings.console_index_dir, memory_mb=settings.console_index_memory_mb
+        )
         self.users = users if users is not None else Users.load(settings.console_users_file)
         self.trail = ConsoleTrail(store)
-        self.auth = Authenticator(settings.console_trusted_proxies,
-                                  settings.console_proxy_roles)
+        self.auth = Authenticator(settings.console_trusted_proxies, settings.console_proxy_roles)
         self.peaks = PeaksSource(store, settings.console_peaks_cache)
         if session_secret is None and settings.console_session_secret is not None:
             session_secret = settings.console_session_secret.get_secret_value()
         if not session_secret:
-            log.warning("CALLREC_CONSOLE_SESSION_SECRET is unset: sessions end when this "
-                        "process does")
+            log.warning(
+                "CALLREC_CONSOLE_SESSION_SECRET is unset: sessions end when this process does"
+            )
             session_secret = secrets.token_urlsafe(32)
         self._session_secret = session_secret
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                                 autoescape=True, undefined=jinja2.StrictUndefined)
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
         env.filters["clock"] = _clock
         env.filters["seconds"] = _seconds
         env.filters["percent"] = lambda v: "" if v is None else f"{v * 100:.2f}%"
@@ -152,13 +174,15 @@ class Console:
 
     def app(self) -> Starlette:
         routes = [
-            Route("/healthz", self.healthz), Route("/readyz", self.readyz),
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.readyz),
             Route("/metrics", self.metrics_page),
             Route("/", lambda r: RedirectResponse("/calls", 303)),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
-            Route("/calls", self.calls_page), Route("/calls.csv", self.calls_csv),
+            Route("/calls", self.calls_page),
+            Route("/calls.csv", self.calls_csv),
             Route("/calls/{rec}", self.call_page),
             Route("/calls/{rec}/audio", self.audio),
             Route("/calls/{rec}/audio.wav", self.download_wav),
@@ -170,14 +194,21 @@ class Console:
         ]
         middleware = [
             Middleware(HeadersAndMetrics),
-            Middleware(SessionMiddleware, secret_key=self._session_secret,
-                       session_cookie="callrec_console",
-                       max_age=self.settings.console_session_max_age_s, same_site="lax",
-                       https_only=self.settings.console_cookie_secure),
+            Middleware(
+                SessionMiddleware,
+                secret_key=self._session_secret,
+                session_cookie="callrec_console",
+                max_age=self.settings.console_session_max_age_s,
+                same_site="lax",
+                https_only=self.settings.console_cookie_secure,
+            ),
         ]
-        return Starlette(routes=routes, middleware=middleware, lifespan=self._lifespan,
-                         exception_handlers={BadRequest: self._bad_request,
-                                             AuditUnavailable: self._audit_down})
+        return Starlette(
+            routes=routes,
+            middleware=middleware,
+            lifespan=self._lifespan,
+            exception_handlers={BadRequest: self._bad_request, AuditUnavailable: self._audit_down},
+        )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -206,16 +237,16 @@ class Console:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def render(self, request: Request, name: str, status: int = 200, **context: Any
-               ) -> Response:
+    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("identity", self.auth.identify(request))
         context["csrf"] = csrf_token(request)
         context["path"] = request.url.path
         html = self.env.get_template(name).render(**context)
         return Response(html, status, media_type="text/html; charset=utf-8")
 
-    async def require(self, request: Request, needed: Role, action: str, target: str = ""
-                      ) -> Identity | Response:
+    async def require(
+        self, request: Request, needed: Role, action: str, target: str = ""
+    ) -> Identity | Response:
         """The identity when it may do ``action``; else the answer: login (401) or 403.
         A refusal of a logged-in user is written to the audit trail."""
         identity = self.auth.identify(request)
@@ -227,20 +258,41 @@ class Console:
             return PlainTextResponse("login required\n", 401)
         if not allows(identity.role, needed):
             metrics.DENIED.labels("role").inc()
-            await self._audit(request, identity, action, target, "denied",
-                              {"role": identity.role, "needed": needed})
-            return self.render(request, "error.html", 403, identity=identity,
-                               message=f"Your role ({identity.role}) may not do this: "
-                               f"{action} needs {needed}.")
+            await self._audit(
+                request,
+                identity,
+                action,
+                target,
+                "denied",
+                {"role": identity.role, "needed": needed},
+            )
+            return self.render(
+                request,
+                "error.html",
+                403,
+                identity=identity,
+                message=f"Your role ({identity.role}) may not do this: {action} needs {needed}.",
+            )
         return identity
 
-    async def _audit(self, request: Request, identity: Identity | None, action: str,
-                     target: str = "", outcome: str = "ok",
-                     detail: dict[str, str] | None = None) -> None:
+    async def _audit(
+        self,
+        request: Request,
+        identity: Identity | None,
+        action: str,
+        target: str = "",
+        outcome: str = "ok",
+        detail: dict[str, str] | None = None,
+    ) -> None:
         await run_in_threadpool(
-            self.trail.append, actor=identity.user if identity else "-", action=action,
-            target=target, address=self.auth.address(request), outcome=outcome,
-            detail=detail)
+            self.trail.append,
+            actor=identity.user if identity else "-",
+            action=action,
+            target=target,
+            address=self.auth.address(request),
+            outcome=outcome,
+            detail=detail,
+        )
 
     async def _post_form(self, request: Request) -> dict[str, Any] | Response:
         form = dict(await request.form())
@@ -276,8 +328,12 @@ class Console:
     def _index_ready(self, request: Request) -> Response | None:
         if self.index.loaded:
             return None
-        return self.render(request, "error.html", 503,
-                           message="The calls index is still loading; try again shortly.")
+        return self.render(
+            request,
+            "error.html",
+            503,
+            message="The calls index is still loading; try again shortly.",
+        )
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -290,14 +346,16 @@ class Console:
         return PlainTextResponse("not ready: loading the calls index\n", 503)
 
     async def metrics_page(self, request: Request) -> Response:
-        return Response(prometheus_client.generate_latest(),
-                        media_type=prometheus_client.CONTENT_TYPE_LATEST)
+        return Response(
+            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
 
     # -- login ----------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        return self.render(request, "login.html", next=_safe_next(request.query_params.get(
-            "next", "")), error="")
+        return self.render(
+            request, "login.html", next=_safe_next(request.query_params.get("next", "")), error=""
+        )
 
     async def login(self, request: Request) -> Response:
         form = await self._post_form(request)
@@ -308,15 +366,22 @@ class Console:
         nxt = _safe_next(str(form.get("next", "")))
         if user is None:
             metrics.DENIED.labels("password").inc()
-            await run_in_threadpool(self.trail.append, actor=name or "-", action="login",
-                                    address=self.auth.address(request), outcome="denied")
-            return self.render(request, "login.html", 401, next=nxt,
-                               error="Wrong user name or password.")
+            await run_in_threadpool(
+                self.trail.append,
+                actor=name or "-",
+                action="login",
+                address=self.auth.address(request),
+                outcome="denied",
+            )
+            return self.render(
+                request, "login.html", 401, next=nxt, error="Wrong user name or password."
+            )
         request.session.clear()
         request.session.update({"user": user.name, "role": user.role})
         csrf_token(request)  # a fresh token for the new session
-        await run_in_threadpool(self.trail.append, actor=user.name, action="login",
-                                address=self.auth.address(request))
+        await run_in_threadpool(
+            self.trail.append, actor=user.name, action="login", address=self.auth.address(request)
+        )
         return RedirectResponse(nxt or "/calls", 303)
 
     async def logout(self, request: Request) -> Response:
@@ -346,15 +411,20 @@ class Console:
             s_sql, s_args = snippets_sql(query, [r["recording_id"] for r in rows])
             for rec, start_ms, speaker, text in cur.execute(s_sql, s_args).fetchall():
                 snippets.setdefault(rec, []).append(
-                    {"start_ms": start_ms, "speaker": speaker,
-                     "pieces": highlight(text, query.q)})
+                    {"start_ms": start_ms, "speaker": speaker, "pieces": highlight(text, query.q)}
+                )
         next_url = ""
         if more:
             last = rows[-1]
-            next_url = query.url(next=encode_token(_plain(last["sort_value"]),
-                                                   last["recording_id"]))
-        return {"rows": rows, "total": total[0] if total else 0, "snippets": snippets,
-                "next_url": next_url}
+            next_url = query.url(
+                next=encode_token(_plain(last["sort_value"]), last["recording_id"])
+            )
+        return {
+            "rows": rows,
+            "total": total[0] if total else 0,
+            "snippets": snippets,
+            "next_url": next_url,
+        }
 
     async def calls_page(self, request: Request) -> Response:
         identity = await self.require(request, "viewer", "search")
@@ -364,19 +434,30 @@ class Console:
             return waiting
         query = CallQuery.parse(request.query_params)
         result = await run_in_threadpool(self._search, query)
-        await self._audit(request, identity, "search", "calls",
-                          detail={"query": urlencode(query.params()),
-                                  "total": str(result["total"])})
+        await self._audit(
+            request,
+            identity,
+            "search",
+            "calls",
+            detail={"query": urlencode(query.params()), "total": str(result["total"])},
+        )
         columns = self.index.columns
         return self.render(
-            request, "calls.html", identity=identity, query=query, **result,
+            request,
+            "calls.html",
+            identity=identity,
+            query=query,
+            **result,
             csv_url=query.url("/calls.csv", next=""),
             first_url=query.url(next="") if query.next else "",
             has_numbers=all(c in columns for c in ("from_number", "to_number")),
-            has_direction="direction" in columns, held=self.index.held,
+            has_direction="direction" in columns,
+            held=self.index.held,
             sort_url=lambda col: query.url(
-                sort=col, next="",
-                order="asc" if query.sort == col and query.order == "desc" else "desc"),
+                sort=col,
+                next="",
+                order="asc" if query.sort == col and query.order == "desc" else "desc",
+            ),
         )
 
     async def calls_csv(self, request: Request) -> Response:
@@ -386,8 +467,9 @@ class Console:
         if (waiting := self._index_ready(request)) is not None:
             return waiting
         query = CallQuery.parse(request.query_params)
-        await self._audit(request, identity, "download", "calls.csv",
-                          detail={"query": urlencode(query.params())})
+        await self._audit(
+            request, identity, "download", "calls.csv", detail={"query": urlencode(query.params())}
+        )
         limit = self.settings.console_csv_max_rows
 
         def lines() -> Iterator[str]:
@@ -406,9 +488,11 @@ class Console:
                 buffer.truncate()
             yield buffer.getvalue()
 
-        return StreamingResponse(iterate_in_threadpool(lines()), media_type="text/csv",
-                                 headers={"content-disposition":
-                                          'attachment; filename="calls.csv"'})
+        return StreamingResponse(
+            iterate_in_threadpool(lines()),
+            media_type="text/csv",
+            headers={"content-disposition": 'attachment; filename="calls.csv"'},
+        )
 
     # -- one call -------------------------------------------------------------------------
 
@@ -420,8 +504,10 @@ class Console:
         table = _arrow(cur, "SELECT * FROM calls_idx WHERE recording_id = ?", [rec]).to_pylist()
         call = table[0] if table else None
         metric_rows = _arrow(
-            cur, "SELECT * FROM metrics_idx WHERE recording_id = ? ORDER BY track = 'call', track",
-            [rec]).to_pylist()
+            cur,
+            "SELECT * FROM metrics_idx WHERE recording_id = ? ORDER BY track = 'call', track",
+            [rec],
+        ).to_pylist()
         try:
             transcript = msgspec.json.decode(self.store.get_bytes(transcript_key(rec)))
         except (ObjectNotFoundError, msgspec.DecodeError):
@@ -430,9 +516,17 @@ class Console:
             lock = self.store.lock_state(wav_key(rec))
         except Exception:  # a store without Object Lock support: nothing to show
             lock = None
-        return {"manifest": manifest, "call": call, "metrics": metric_rows,
-                "transcript": transcript, "lock": lock, "on_hold": rec in self.index.held,
-                "listens": self.trail.listens(rec)}
+        pauses = manifest.pauses if isinstance(manifest.pauses, list) else []
+        return {
+            "manifest": manifest,
+            "call": call,
+            "metrics": metric_rows,
+            "pauses": pauses,
+            "transcript": transcript,
+            "lock": lock,
+            "on_hold": rec in self.index.held,
+            "listens": self.trail.listens(rec),
+        }
 
     async def call_page(self, request: Request) -> Response:
         rec = self._rec(request)
@@ -449,9 +543,14 @@ class Console:
             start_at = 0.0
         manifest: Manifest = data["manifest"]
         return self.render(
-            request, "call.html", identity=identity, rec=rec, **data,
+            request,
+            "call.html",
+            identity=identity,
+            rec=rec,
+            **data,
             can_listen=allows(identity.role, "listener"),
-            play_session=secrets.token_urlsafe(12), start_at=f"{start_at:.3f}",
+            play_session=secrets.token_urlsafe(12),
+            start_at=f"{start_at:.3f}",
             speakers={t: ("caller" if t == "inbound" else "agent") for t in manifest.tracks},
         )
 
@@ -462,8 +561,13 @@ class Console:
         if identity is not None and allows(identity.role, "listener"):
             if self.trail.new_play(identity.user, rec, session):
                 try:
-                    await self._audit(request, identity, "play", rec,
-                                      detail={"session": session} if session else None)
+                    await self._audit(
+                        request,
+                        identity,
+                        "play",
+                        rec,
+                        detail={"session": session} if session else None,
+                    )
                 except AuditUnavailable:
                     self.trail.forget_play(identity.user, rec, session)
                     raise
@@ -497,8 +601,11 @@ class Console:
             headers["content-range"] = f"bytes {start}-{start + len(body) - 1}/{size}"
             return Response(body, 206, headers=headers, media_type="audio/wav")
         headers["content-length"] = str(size)
-        return StreamingResponse(iterate_in_threadpool(self.store.iter_bytes(key)),
-                                 headers=headers, media_type="audio/wav")
+        return StreamingResponse(
+            iterate_in_threadpool(self.store.iter_bytes(key)),
+            headers=headers,
+            media_type="audio/wav",
+        )
 
     async def peaks_json(self, request: Request) -> Response:
         rec = self._rec(request)
@@ -509,8 +616,9 @@ class Console:
         if manifest is None:
             return self._not_found(request, rec)
         data = await run_in_threadpool(self.peaks.get, manifest)
-        return Response(data, media_type="application/json",
-                        headers={"cache-control": "private, max-age=3600"})
+        return Response(
+            data, media_type="application/json", headers={"cache-control": "private, max-age=3600"}
+        )
 
     async def download_json(self, request: Request) -> Response:
         rec = self._rec(request)
@@ -524,8 +632,11 @@ class Console:
         except ObjectNotFoundError:
             return self.render(request, "error.html", 404, message=f"No {name} for {rec}.")
         await self._audit(request, identity, "download", rec, detail={"object": name})
-        return Response(data, media_type="application/json", headers={
-            "content-disposition": f'attachment; filename="{quote(rec)}-{name}"'})
+        return Response(
+            data,
+            media_type="application/json",
+            headers={"content-disposition": f'attachment; filename="{quote(rec)}-{name}"'},
+        )
 
     async def verify(self, request: Request) -> Response:
         rec = self._rec(request)
@@ -539,19 +650,38 @@ class Console:
         if manifest is None:
             return self._not_found(request, rec)
         report: VerifyReport = await run_in_threadpool(verify_recording, self.store, rec)
-        await self._audit(request, identity, "verify", rec,
-                          outcome="ok" if report.ok else "error",
-                          detail={"result": "verified" if report.ok else "mismatch",
-                                  "problems": str(len(report.problems))})
+        await self._audit(
+            request,
+            identity,
+            "verify",
+            rec,
+            outcome="ok" if report.ok else "error",
+            detail={
+                "result": "verified" if report.ok else "mismatch",
+                "problems": str(len(report.problems)),
+            },
+        )
         by_key = {p.key: p for p in report.problems}
-        objects = [{"key": o.key, "sha256": o.sha256, "size": o.size,
-                    "outcome": by_key[o.key].kind if o.key in by_key else "verified",
-                    "detail": by_key[o.key].detail if o.key in by_key else ""}
-                   for o in manifest.objects]
+        objects = [
+            {
+                "key": o.key,
+                "sha256": o.sha256,
+                "size": o.size,
+                "outcome": by_key[o.key].kind if o.key in by_key else "verified",
+                "detail": by_key[o.key].detail if o.key in by_key else "",
+            }
+            for o in manifest.objects
+        ]
         listed = {o.key for o in manifest.objects}
-        return self.render(request, "integrity.html", identity=identity, rec=rec,
-                           ok=report.ok, objects=objects,
-                           others=[p for p in report.problems if p.key not in listed])
+        return self.render(
+            request,
+            "integrity.html",
+            identity=identity,
+            rec=rec,
+            ok=report.ok,
+            objects=objects,
+            others=[p for p in report.problems if p.key not in listed],
+        )
 
 
 def _arrow(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any]) -> pa.Table:
@@ -561,8 +691,11 @@ def _arrow(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any]) -> pa.Tabl
 
 def _safe_next(value: str) -> str:
     """A local path to go back to after login (never another site)."""
-    return value if value.startswith("/") and not value.startswith("//") and (
-        "\\" not in value) else ""
+    return (
+        value
+        if value.startswith("/") and not value.startswith("//") and ("\\" not in value)
+        else ""
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -49,8 +49,11 @@ def csrf_token(request: Request) -> str:
 def csrf_ok(request: Request, form: Mapping[str, object]) -> bool:
     expected = request.session.get("csrf")
     given = form.get(CSRF_FIELD)
-    return (isinstance(expected, str) and isinstance(given, str)
-            and hmac.compare_digest(expected.encode(), given.encode()))
+    return (
+        isinstance(expected, str)
+        and isinstance(given, str)
+        and hmac.compare_digest(expected.encode(), given.encode())
+    )
 
 
 class Authenticator:
@@ -78,11 +81,15 @@ class Authenticator:
 
     def identify(self, request: Request) -> Identity | None:
         if self.from_proxy(request):
-            user = (request.headers.get("x-forwarded-user")
-                    or request.headers.get("x-forwarded-email") or "").strip()
+            user = (
+                request.headers.get("x-forwarded-user")
+                or request.headers.get("x-forwarded-email")
+                or ""
+            ).strip()
             if user:
-                groups = [g.strip() for g in
-                          request.headers.get("x-forwarded-groups", "").split(",")]
+                groups = [
+                    g.strip() for g in request.headers.get("x-forwarded-groups", "").split(",")
+                ]
                 roles = [self.group_roles[g] for g in groups if g in self.group_roles]
                 if not roles:
                     return None

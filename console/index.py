@@ -53,8 +53,16 @@ from schemas.tables import PARTITION_COLUMN, TABLES
 
 log = logging.getLogger(__name__)
 
-SEGMENT_COLUMNS = ("call_id", "recording_id", "track", "speaker", "segment", "start_ms",
-                   "end_ms", "text")
+SEGMENT_COLUMNS = (
+    "call_id",
+    "recording_id",
+    "track",
+    "speaker",
+    "segment",
+    "start_ms",
+    "end_ms",
+    "text",
+)
 INDEXED = {"calls": "calls_idx", "segments": "segments_idx", "metrics": "metrics_idx"}
 BATCH_FILES = 500
 """Files read before one append: bounds the memory of a load."""
@@ -92,8 +100,9 @@ def _batches(items: Sequence[tuple[str, TableFile]]) -> Iterator[Sequence[tuple[
 class CallIndex:
     """The archive's tables in a DuckDB file; :meth:`load` once, then :meth:`refresh`."""
 
-    def __init__(self, store: ObjectStore, *, directory: str | None = None,
-                 memory_mb: int = 96) -> None:
+    def __init__(
+        self, store: ObjectStore, *, directory: str | None = None, memory_mb: int = 96
+    ) -> None:
         self.store = store
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="callrec-console-index-"))
@@ -101,12 +110,15 @@ class CallIndex:
         path = self.directory / "index.duckdb"
         for stale in (path, path.with_name(path.name + ".wal")):
             stale.unlink(missing_ok=True)
-        self.con = duckdb.connect(str(path), config={
-            "memory_limit": f"{memory_mb}MB",
-            "temp_directory": str(self.directory / "spill"),
-            # Rows need no order in the index; without it scans and appends use less memory.
-            "preserve_insertion_order": False,
-        })
+        self.con = duckdb.connect(
+            str(path),
+            config={
+                "memory_limit": f"{memory_mb}MB",
+                "temp_directory": str(self.directory / "spill"),
+                # Rows need no order in the index; without it scans and appends use less memory.
+                "preserve_insertion_order": False,
+            },
+        )
         self.con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
         self._seen: dict[str, set[str]] = {table: set() for table in INDEXED}
@@ -119,8 +131,9 @@ class CallIndex:
             self.con.register("empty_rows", index_schema(table).empty_table())
             self.con.execute(f"CREATE TABLE {idx} AS SELECT * FROM empty_rows")
             self.con.unregister("empty_rows")
-        self.con.execute("CREATE VIEW call_metrics AS SELECT * FROM metrics_idx "
-                         "WHERE track = 'call'")
+        self.con.execute(
+            "CREATE VIEW call_metrics AS SELECT * FROM metrics_idx WHERE track = 'call'"
+        )
         self.con.execute("CREATE TABLE holds_idx (recording_id VARCHAR PRIMARY KEY)")
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -131,9 +144,12 @@ class CallIndex:
         started = time.monotonic()
         self.refresh()
         self.loaded = True
-        log.info("calls index: %d recordings, %d with segments, loaded in %.1fs",
-                 len(self._seen["calls"]), len(self._seen["segments"]),
-                 time.monotonic() - started)
+        log.info(
+            "calls index: %d recordings, %d with segments, loaded in %.1fs",
+            len(self._seen["calls"]),
+            len(self._seen["segments"]),
+            time.monotonic() - started,
+        )
 
     def refresh(self) -> int:
         """Add the files of recordings archived since; returns how many files were added."""
@@ -174,8 +190,12 @@ class CallIndex:
         key, parsed = item
         try:
             return conform(read_parquet(self.store.get_bytes(key)), schema, parsed.date)
-        except (ObjectNotFoundError, pa.ArrowInvalid, pa.ArrowNotImplementedError,
-                ValueError) as exc:
+        except (
+            ObjectNotFoundError,
+            pa.ArrowInvalid,
+            pa.ArrowNotImplementedError,
+            ValueError,
+        ) as exc:
             log.warning("calls index: skipping %s: %s", key, exc)
             return None
         except StoreError as exc:  # retriable: left unseen, the next refresh tries again

@@ -69,8 +69,11 @@ class PeaksSource:
             if rec_id in self._cache:
                 self._cache.move_to_end(rec_id)
                 return self._cache[rec_id]
-        data = peaks_bytes(wav_peaks(self.store.iter_bytes(wav_key(rec_id)),
-                                     codec_by_id(manifest.codec), manifest.tracks))
+        data = peaks_bytes(
+            wav_peaks(
+                self.store.iter_bytes(wav_key(rec_id)), codec_by_id(manifest.codec), manifest.tracks
+            )
+        )
         decode_peaks(data)  # what is served must parse
         with self._lock:
             if self.capacity:

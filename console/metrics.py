@@ -5,16 +5,25 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
-    "callrec_console_requests_total", "HTTP requests answered, by route and status class",
-    ["route", "status"])
+    "callrec_console_requests_total",
+    "HTTP requests answered, by route and status class",
+    ["route", "status"],
+)
 LATENCY = Histogram(
-    "callrec_console_request_seconds", "Time to the end of the response head, by route",
-    ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5))
+    "callrec_console_request_seconds",
+    "Time to the end of the response head, by route",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5),
+)
 DENIED = Counter(
-    "callrec_console_denied_total", "Requests refused: login, role or CSRF", ["reason"])
+    "callrec_console_denied_total", "Requests refused: login, role or CSRF", ["reason"]
+)
 INDEX_CALLS = Gauge("callrec_console_index_recordings", "Recordings in the calls index")
 INDEX_REFRESH = Histogram(
-    "callrec_console_index_refresh_seconds", "Time to pick up newly archived recordings",
-    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
+    "callrec_console_index_refresh_seconds",
+    "Time to pick up newly archived recordings",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
 AUDIT_ERRORS = Counter(
-    "callrec_console_audit_errors_total", "Audit entries that could not be written")
+    "callrec_console_audit_errors_total", "Audit entries that could not be written"
+)

@@ -134,11 +134,18 @@ class CallQuery:
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(query, f.name)
-            if value in (None, "") or (f.name, value) in (("sort", "start_time"),
-                                                          ("order", "desc")):
+            if value in (None, "") or (f.name, value) in (
+                ("sort", "start_time"),
+                ("order", "desc"),
+            ):
                 continue
-            out[f.name] = (value.isoformat() if isinstance(value, dt.date)
-                           else f"{value:g}" if isinstance(value, float) else str(value))
+            out[f.name] = (
+                value.isoformat()
+                if isinstance(value, dt.date)
+                else f"{value:g}"
+                if isinstance(value, float)
+                else str(value)
+            )
         return out
 
     def url(self, path: str = "/calls", **changes: Any) -> str:
@@ -180,8 +187,10 @@ def build_where(query: CallQuery, columns: frozenset[str]) -> SqlQuery:
     clauses: list[str] = []
     args: list[Any] = []
     if query.q:
-        clauses.append("c.recording_id IN (SELECT recording_id FROM segments_idx "
-                       "WHERE text ILIKE ? ESCAPE '\\')")
+        clauses.append(
+            "c.recording_id IN (SELECT recording_id FROM segments_idx "
+            "WHERE text ILIKE ? ESCAPE '\\')"
+        )
         args.append(f"%{_escape_like(query.q)}%")
     if query.call:
         clauses.append("c.call_id ILIKE ? ESCAPE '\\'")
@@ -201,8 +210,10 @@ def build_where(query: CallQuery, columns: frozenset[str]) -> SqlQuery:
     if query.complete:
         clauses.append("c.complete" if query.complete == "yes" else "NOT c.complete")
     if query.hold:
-        clauses.append(("" if query.hold == "yes" else "NOT ")
-                       + "c.recording_id IN (SELECT recording_id FROM holds_idx)")
+        clauses.append(
+            ("" if query.hold == "yes" else "NOT ")
+            + "c.recording_id IN (SELECT recording_id FROM holds_idx)"
+        )
     for value, sql, scale in (
         (query.min_duration_s, "c.duration_ms >= ?", 1000),
         (query.max_duration_s, "c.duration_ms <= ?", 1000),
@@ -218,15 +229,27 @@ def build_where(query: CallQuery, columns: frozenset[str]) -> SqlQuery:
 
 
 FROM = "calls_idx c LEFT JOIN call_metrics m USING (recording_id)"
-LIST_COLUMNS = ("c.recording_id", "c.call_id", "c.part", "c.start_time", "c.duration_ms",
-                "c.complete", "c.incomplete_reason", "c.tracks", "c.gaps", "c.duplicates",
-                "m.talk_ms", "m.silence_ms", "m.overtalk_ms", "m.interruptions",
-                "m.clipping_ratio")
+LIST_COLUMNS = (
+    "c.recording_id",
+    "c.call_id",
+    "c.part",
+    "c.start_time",
+    "c.duration_ms",
+    "c.complete",
+    "c.incomplete_reason",
+    "c.tracks",
+    "c.gaps",
+    "c.duplicates",
+    "m.talk_ms",
+    "m.silence_ms",
+    "m.overtalk_ms",
+    "m.interruptions",
+    "m.clipping_ratio",
+)
 OPTIONAL_COLUMNS = ("from_number", "to_number", "direction")
 
 
-def page_sql(query: CallQuery, columns: frozenset[str], limit: int
-             ) -> tuple[str, list[Any]]:
+def page_sql(query: CallQuery, columns: frozenset[str], limit: int) -> tuple[str, list[Any]]:
     """One page's rows (``limit`` + 1, to know whether there is a next page); the sort
     value is the last column."""
     base = build_where(query, columns)
@@ -240,8 +263,10 @@ def page_sql(query: CallQuery, columns: frozenset[str], limit: int
     extra = [f"c.{c}" for c in OPTIONAL_COLUMNS if c in columns]
     select = ", ".join([*LIST_COLUMNS, *extra, f"{sort} AS sort_value"])
     direction = query.order.upper()
-    sql = (f"SELECT {select} FROM {FROM} WHERE {where} "
-           f"ORDER BY {sort} {direction}, c.recording_id {direction} LIMIT {int(limit) + 1}")
+    sql = (
+        f"SELECT {select} FROM {FROM} WHERE {where} "
+        f"ORDER BY {sort} {direction}, c.recording_id {direction} LIMIT {int(limit) + 1}"
+    )
     return sql, args
 
 
@@ -253,11 +278,13 @@ def count_sql(query: CallQuery, columns: frozenset[str]) -> tuple[str, list[Any]
 def snippets_sql(query: CallQuery, recording_ids: list[str]) -> tuple[str, list[Any]]:
     """The matching segments of the page's recordings, at most 3 per recording."""
     marks = ", ".join("?" for _ in recording_ids)
-    sql = ("SELECT recording_id, start_ms, speaker, text FROM ("
-           "SELECT recording_id, start_ms, speaker, text, row_number() OVER "
-           "(PARTITION BY recording_id ORDER BY start_ms) AS n FROM segments_idx "
-           f"WHERE recording_id IN ({marks}) AND text ILIKE ? ESCAPE '\\') WHERE n <= 3 "
-           "ORDER BY recording_id, start_ms")
+    sql = (
+        "SELECT recording_id, start_ms, speaker, text FROM ("
+        "SELECT recording_id, start_ms, speaker, text, row_number() OVER "
+        "(PARTITION BY recording_id ORDER BY start_ms) AS n FROM segments_idx "
+        f"WHERE recording_id IN ({marks}) AND text ILIKE ? ESCAPE '\\') WHERE n <= 3 "
+        "ORDER BY recording_id, start_ms"
+    )
     return sql, [*recording_ids, f"%{_escape_like(query.q)}%"]
 
 

@@ -33,8 +33,16 @@ class ConsoleServer:
     """uvicorn serving the console app on ``host:port`` (port 0: any free port)."""
 
     def __init__(self, app: ASGIApp, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                proxy_headers=False, server_header=False, lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            lifespan="on",
+        )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
         self.port = port

@@ -32,7 +32,10 @@ class ConsoleSettings(ArchiveSettings):
     """Comma-separated addresses of an authenticating proxy (oauth2-proxy); only requests
     from these may name the user in X-Forwarded-User / -Email / -Groups."""
     console_proxy_roles: Annotated[tuple[str, ...], NoDecode] = (
-        "callrec-compliance=compliance", "callrec-listener=listener", "callrec-viewer=viewer")
+        "callrec-compliance=compliance",
+        "callrec-listener=listener",
+        "callrec-viewer=viewer",
+    )
     """Comma-separated ``group=role`` pairs mapping X-Forwarded-Groups to roles (the
     highest role a user's groups give wins; no match: 403)."""
     console_page_size: int = Field(default=50, ge=1, le=1000)

@@ -67,11 +67,25 @@ class ConsoleTrail:
         self._plays: dict[str, list[Listen]] = {}
         self._sessions: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
-    def append(self, *, actor: str, action: str, target: str = "", address: str = "",
-               outcome: str = "ok", detail: Mapping[str, str] | None = None) -> None:
+    def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        address: str = "",
+        outcome: str = "ok",
+        detail: Mapping[str, str] | None = None,
+    ) -> None:
         try:
-            self.log.append(actor=actor, action=action, target=target, address=address,
-                            outcome=outcome, detail=detail)
+            self.log.append(
+                actor=actor,
+                action=action,
+                target=target,
+                address=address,
+                outcome=outcome,
+                detail=detail,
+            )
         except (StoreError, OSError, RuntimeError) as exc:
             metrics.AUDIT_ERRORS.inc()
             log.error("audit entry %s by %s on %s not written: %s", action, actor, target, exc)
@@ -84,8 +98,7 @@ class ConsoleTrail:
         with self._lock:
             while self._sessions:
                 started = next(iter(self._sessions.values()))
-                if now - started < PLAY_SESSION_TTL_S and len(self._sessions) < (
-                        MAX_PLAY_SESSIONS):
+                if now - started < PLAY_SESSION_TTL_S and len(self._sessions) < (MAX_PLAY_SESSIONS):
                     break
                 self._sessions.popitem(last=False)
             if key in self._sessions:
@@ -120,8 +133,12 @@ class ConsoleTrail:
                 except msgspec.DecodeError:
                     continue  # `callrec audit verify` reports it
                 if entry.action == "play":
-                    found.append((entry.target, Listen(entry.time, entry.actor, entry.address,
-                                                       entry.outcome)))
+                    found.append(
+                        (
+                            entry.target,
+                            Listen(entry.time, entry.actor, entry.address, entry.outcome),
+                        )
+                    )
             with self._lock:
                 for target, listen in found:
                     self._plays.setdefault(target, []).append(listen)

@@ -78,7 +78,8 @@ class Users:
             if not name or role not in ROLES or not password_hash.startswith("$argon2"):
                 raise UsersFileError(
                     f"{source} line {number}: expected user:role:<argon2 hash> with role one "
-                    f"of {', '.join(ROLES)}")
+                    f"of {', '.join(ROLES)}"
+                )
             users[name] = User(name, role, password_hash)
         return cls(users)
 

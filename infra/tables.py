@@ -62,9 +62,13 @@ def _full_schema(table: str) -> pa.Schema:
     return schema.append(pa.field(PARTITION_COLUMN, pa.date32()))
 
 
-def connect(archive_uri: str, settings: ArchiveSettings | None = None, *,
-            con: duckdb.DuckDBPyConnection | None = None, records: bool = True
-            ) -> duckdb.DuckDBPyConnection:
+def connect(
+    archive_uri: str,
+    settings: ArchiveSettings | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    records: bool = True,
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views ``calls``, ``segments``, ``metrics`` (each also
     as ``<table>_files``: the stored columns, without derived URIs), ``audit``, ``holds``
     and ``tombstones``.
@@ -91,8 +95,14 @@ def connect(archive_uri: str, settings: ArchiveSettings | None = None, *,
         root = str(path.resolve())
         for prefix, register in _RECORDS:
             folder = path / prefix
-            register(con, (p.read_bytes() for p in sorted(folder.glob("*.json"))
-                           if records and not p.name.startswith(".")))
+            register(
+                con,
+                (
+                    p.read_bytes()
+                    for p in sorted(folder.glob("*.json"))
+                    if records and not p.name.startswith(".")
+                ),
+            )
     else:
         raise TablesError(f"unsupported archive URI {archive_uri!r}: use a directory or s3://")
     _add_uris(con, root)
@@ -136,8 +146,13 @@ def s3_filesystem(settings: ArchiveSettings | None) -> Any:
     return fs.S3FileSystem(**options)
 
 
-def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
-               settings: ArchiveSettings | None, records: bool = True) -> None:
+def _attach_s3(
+    con: duckdb.DuckDBPyConnection,
+    bucket: str,
+    prefix: str,
+    settings: ArchiveSettings | None,
+    records: bool = True,
+) -> None:
     import pyarrow.dataset as ds
     from pyarrow import fs
 
@@ -154,23 +169,30 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
 
     for prefix, register in _RECORDS:
         try:
-            infos = s3.get_file_info(fs.FileSelector(f"{top}/{prefix}", allow_not_found=True)
-                                     ) if records else []
+            infos = (
+                s3.get_file_info(fs.FileSelector(f"{top}/{prefix}", allow_not_found=True))
+                if records
+                else []
+            )
         except OSError as exc:
             raise TablesError(f"cannot list s3://{top}/{prefix}: {exc}") from None
-        entries = sorted(i.path for i in infos
-                         if i.type == fs.FileType.File and i.path.endswith(".json"))
+        entries = sorted(
+            i.path for i in infos if i.type == fs.FileType.File and i.path.endswith(".json")
+        )
         register(con, map(read, entries))
     for name in TABLES:
         schema = _full_schema(name)
         try:
-            infos = s3.get_file_info(fs.FileSelector(f"{base}/{name}", recursive=True,
-                                                     allow_not_found=True))
+            infos = s3.get_file_info(
+                fs.FileSelector(f"{base}/{name}", recursive=True, allow_not_found=True)
+            )
         except OSError as exc:
             raise TablesError(f"cannot list s3://{base}/{name}: {exc}") from None
         files = sorted(
-            i.path for i in infos
-            if i.type == fs.FileType.File and i.path.endswith(".parquet")
+            i.path
+            for i in infos
+            if i.type == fs.FileType.File
+            and i.path.endswith(".parquet")
             and not i.base_name.startswith((".", "_"))
         )
         if not files:
@@ -181,8 +203,9 @@ def _attach_s3(con: duckdb.DuckDBPyConnection, bucket: str, prefix: str,
             schema=schema,
             format="parquet",
             filesystem=s3,
-            partitioning=ds.partitioning(pa.schema([schema.field(PARTITION_COLUMN)]),
-                                         flavor="hive"),
+            partitioning=ds.partitioning(
+                pa.schema([schema.field(PARTITION_COLUMN)]), flavor="hive"
+            ),
             partition_base_dir=f"{base}/{name}",
         )
         con.register(f"{name}_arrow", dataset)

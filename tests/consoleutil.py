@@ -55,9 +55,14 @@ def tone(ms: int, rate: int = 24000, freq: float = 440.0, level: float = 0.3) ->
     return (np.sin(2 * np.pi * freq * t) * level * 32767).astype("<i2").tobytes()
 
 
-def archive_analyzed(store: ObjectStore, call_id: str, tracks: Mapping[str, bytes],
-                     segments: Sequence[tuple[int, int, str]], work_dir: Path,
-                     start_ns: int = START_NS) -> envelope.RecordingFinished:
+def archive_analyzed(
+    store: ObjectStore,
+    call_id: str,
+    tracks: Mapping[str, bytes],
+    segments: Sequence[tuple[int, int, str]],
+    work_dir: Path,
+    start_ns: int = START_NS,
+) -> envelope.RecordingFinished:
     event = archive_call(store, call_id, tracks, work_dir, start_ns=start_ns)
     analyze_recording(store, event, ScriptedTranscriber(segments), AnalysisConfig())
     return event
@@ -76,10 +81,14 @@ def users_file(path: Path) -> Path:
 
 
 def console_settings(archive_uri: str, users: Path, **overrides: Any) -> ConsoleSettings:
-    values: dict[str, Any] = {"archive_uri": archive_uri, "console_users_file": str(users),
-                              "console_session_secret": "test-secret-" + "x" * 32,
-                              "console_port": 0, "console_host": "127.0.0.1",
-                              "console_index_refresh_s": 0.5}
+    values: dict[str, Any] = {
+        "archive_uri": archive_uri,
+        "console_users_file": str(users),
+        "console_session_secret": "test-secret-" + "x" * 32,
+        "console_port": 0,
+        "console_host": "127.0.0.1",
+        "console_index_refresh_s": 0.5,
+    }
     values.update(overrides)
     return ConsoleSettings(**values)
 
@@ -119,6 +128,7 @@ def running_console(settings: ConsoleSettings, store: ObjectStore) -> Iterator[s
     deadline = 120.0
     import time
     import urllib.request
+
     end = time.monotonic() + deadline
     while True:  # ready once the index is loaded
         try:

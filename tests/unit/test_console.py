@@ -38,18 +38,33 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
     store = LocalStore(root)
     both = {"inbound": tone(3000), "outbound": tone(3000, freq=330)}
     for i in range(5):  # one a day, 3 s each, the transcript says which
-        archive_analyzed(store, f"call-{i}", both, [(0, 1000, f"number {i} refund please"),
-                                                     (1500, 2500, "thank you")], work,
-                         start_ns=START_NS + i * DAY_NS)
-    archive_analyzed(store, "short-1", {"inbound": tone(1000)}, [(0, 900, "brief")], work,
-                     start_ns=START_NS + 9 * DAY_NS)
+        archive_analyzed(
+            store,
+            f"call-{i}",
+            both,
+            [(0, 1000, f"number {i} refund please"), (1500, 2500, "thank you")],
+            work,
+            start_ns=START_NS + i * DAY_NS,
+        )
+    archive_analyzed(
+        store,
+        "short-1",
+        {"inbound": tone(1000)},
+        [(0, 900, "brief")],
+        work,
+        start_ns=START_NS + 9 * DAY_NS,
+    )
     return store
 
 
 @pytest.fixture
 def client(archive: LocalStore, tmp_path: Path) -> Iterator[TestClient]:
-    settings = console_settings(str(archive.root), users_file(tmp_path / "users"),
-                                console_page_size=2, console_trusted_proxies="10.9.9.9")
+    settings = console_settings(
+        str(archive.root),
+        users_file(tmp_path / "users"),
+        console_page_size=2,
+        console_trusted_proxies="10.9.9.9",
+    )
     app = Console(settings, archive).app()
     with TestClient(app, base_url="https://testserver") as c:
         deadline = time.monotonic() + 60
@@ -66,9 +81,11 @@ def csrf(client: TestClient, path: str = "/login") -> str:
 
 
 def log_in(client: TestClient, user: str) -> None:
-    response = client.post("/login", data={"csrf": csrf(client), "user": user,
-                                           "password": PASSWORD, "next": "/calls"},
-                           follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"csrf": csrf(client), "user": user, "password": PASSWORD, "next": "/calls"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303, response.text
 
 
@@ -77,8 +94,9 @@ def rows(html: str) -> list[str]:
 
 
 def audit(store: LocalStore, **match: str) -> list[Any]:
-    return [e for e in AuditLog(store).entries()
-            if all(getattr(e, k) == v for k, v in match.items())]
+    return [
+        e for e in AuditLog(store).entries() if all(getattr(e, k) == v for k, v in match.items())
+    ]
 
 
 # -- access ----------------------------------------------------------------------------------
@@ -92,20 +110,28 @@ def test_every_page_but_the_probes_needs_a_login(client: TestClient) -> None:
     assert page.status_code == 303
     assert page.headers["location"] == "/login?next=%2Fcalls%3Fq%3Drefund"
     assert client.get("/calls.csv", follow_redirects=False).status_code == 303
-    for path in ("/calls/call-0-0/audio", "/calls/call-0-0/audio.wav",
-                 "/calls/call-0-0/peaks.json", "/calls/call-0-0/manifest.json"):
+    for path in (
+        "/calls/call-0-0/audio",
+        "/calls/call-0-0/audio.wav",
+        "/calls/call-0-0/peaks.json",
+        "/calls/call-0-0/manifest.json",
+    ):
         assert client.get(path, follow_redirects=False).status_code == 401, path
 
 
 def test_login_sets_a_hardened_cookie_and_wrong_passwords_are_refused_and_audited(
-    client: TestClient, archive: LocalStore,
+    client: TestClient,
+    archive: LocalStore,
 ) -> None:
     token = csrf(client)
     bad = client.post("/login", data={"csrf": token, "user": "viewer", "password": "nope"})
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
     assert audit(archive, action="login", actor="viewer", outcome="denied")
-    good = client.post("/login", data={"csrf": token, "user": "viewer", "password": PASSWORD},
-                       follow_redirects=False)
+    good = client.post(
+        "/login",
+        data={"csrf": token, "user": "viewer", "password": PASSWORD},
+        follow_redirects=False,
+    )
     cookie = good.headers["set-cookie"].lower()
     assert "httponly" in cookie and "secure" in cookie and "samesite=lax" in cookie
     page = client.get("/calls")
@@ -116,8 +142,7 @@ def test_login_sets_a_hardened_cookie_and_wrong_passwords_are_refused_and_audite
 
 
 def test_a_post_without_the_csrf_token_is_refused(client: TestClient) -> None:
-    assert client.post("/login", data={"user": "viewer", "password": PASSWORD}
-                       ).status_code == 403
+    assert client.post("/login", data={"user": "viewer", "password": PASSWORD}).status_code == 403
     log_in(client, "viewer")
     assert client.post("/calls/call-0-0/verify", data={}).status_code == 403
     assert client.post("/calls/call-0-0/verify", data={"csrf": "x" * 43}).status_code == 403
@@ -136,26 +161,35 @@ def test_roles_viewer_reads_listener_plays(client: TestClient, archive: LocalSto
     assert [e.outcome for e in denied] == ["denied"]
 
 
-def test_a_trusted_proxy_names_the_user_an_untrusted_one_cannot(archive: LocalStore,
-                                                                 tmp_path: Path) -> None:
-    settings = console_settings(str(archive.root), users_file(tmp_path / "users"),
-                                console_trusted_proxies="10.9.9.9")
-    headers = {"x-forwarded-user": "alice", "x-forwarded-groups": "staff,callrec-listener",
-               "x-forwarded-for": "192.0.2.7"}
+def test_a_trusted_proxy_names_the_user_an_untrusted_one_cannot(
+    archive: LocalStore, tmp_path: Path
+) -> None:
+    settings = console_settings(
+        str(archive.root), users_file(tmp_path / "users"), console_trusted_proxies="10.9.9.9"
+    )
+    headers = {
+        "x-forwarded-user": "alice",
+        "x-forwarded-groups": "staff,callrec-listener",
+        "x-forwarded-for": "192.0.2.7",
+    }
     app = Console(settings, archive).app()
     with TestClient(app, base_url="https://t", client=("10.9.9.9", 1)) as proxied:
         while proxied.get("/readyz").status_code != 200:
             time.sleep(0.02)
         page = proxied.get("/calls/call-2-0", headers=headers)
         assert page.status_code == 200 and "alice" in page.text and 'id="player"' in page.text
-        assert proxied.get("/calls/call-2-0", headers={
-            **headers, "x-forwarded-groups": "staff"}, follow_redirects=False
-        ).status_code == 303  # no role: back to the login page
+        assert (
+            proxied.get(
+                "/calls/call-2-0",
+                headers={**headers, "x-forwarded-groups": "staff"},
+                follow_redirects=False,
+            ).status_code
+            == 303
+        )  # no role: back to the login page
     [view] = audit(archive, action="view", actor="alice")
     assert view.address == "192.0.2.7"
     with TestClient(app, base_url="https://t", client=("10.1.1.1", 1)) as direct:
-        assert direct.get("/calls", headers=headers, follow_redirects=False
-                          ).status_code == 303
+        assert direct.get("/calls", headers=headers, follow_redirects=False).status_code == 303
 
 
 def test_users_file_lines_are_checked() -> None:
@@ -172,8 +206,9 @@ def test_users_file_lines_are_checked() -> None:
 # -- the calls page --------------------------------------------------------------------------
 
 
-def test_keyset_pages_cover_every_call_once_with_a_total(client: TestClient,
-                                                         archive: LocalStore) -> None:
+def test_keyset_pages_cover_every_call_once_with_a_total(
+    client: TestClient, archive: LocalStore
+) -> None:
     log_in(client, "viewer")
     seen: list[str] = []
     url = "/calls?sort=duration_ms&order=asc"
@@ -192,11 +227,10 @@ def test_filters_and_transcript_search_with_snippets(client: TestClient) -> None
     log_in(client, "viewer")
     page = client.get("/calls?q=NUMBER+3")
     assert rows(page.text) == ["call-3-0"]
-    assert '<mark>number 3</mark> refund please' in page.text
+    assert "<mark>number 3</mark> refund please" in page.text
     assert 'href="/calls/call-3-0?t=0.000"' in page.text
     assert rows(client.get("/calls?max_duration_s=2").text) == ["short-1-0"]
-    assert rows(client.get("/calls?date_from=2025-11-25&date_to=2025-11-25").text) == [
-        "call-1-0"]
+    assert rows(client.get("/calls?date_from=2025-11-25&date_to=2025-11-25").text) == ["call-1-0"]
     assert rows(client.get("/calls?call=short").text) == ["short-1-0"]
     assert rows(client.get("/calls?q=100%25").text) == []  # % is text, not a wildcard
     both = client.get("/calls?min_overtalk_s=0.5&order=asc&sort=call_id")
@@ -221,25 +255,30 @@ def test_the_csv_is_the_same_view(client: TestClient, archive: LocalStore) -> No
 
 
 def test_query_state_round_trips_through_the_url() -> None:
-    params = {"q": "refund", "min_overtalk_s": "10", "complete": "no", "date_from":
-              "2025-01-02", "sort": "overtalk_ms", "order": "asc"}
+    params = {
+        "q": "refund",
+        "min_overtalk_s": "10",
+        "complete": "no",
+        "date_from": "2025-01-02",
+        "sort": "overtalk_ms",
+        "order": "asc",
+    }
     query = CallQuery.parse(params)
     assert CallQuery.parse(query.params()) == query
     assert query.params() == params
     assert decode_token(encode_token(123, "r-0")) == (123, "r-0")
-    where = build_where(CallQuery(number="+15551234567"), frozenset({"from_number",
-                                                                     "to_number"}))
+    where = build_where(CallQuery(number="+15551234567"), frozenset({"from_number", "to_number"}))
     assert "c.from_number = ?" in where.where and where.args == ["+15551234567"] * 2
     assert build_where(CallQuery(number="1"), frozenset()).where == "TRUE"
-    assert highlight("Ask not, ASK", "ask") == [("Ask", True), (" not, ", False),
-                                                ("ASK", True)]
+    assert highlight("Ask not, ASK", "ask") == [("Ask", True), (" not, ", False), ("ASK", True)]
 
 
 # -- the call page ---------------------------------------------------------------------------
 
 
 def test_range_requests_are_answered_206_and_a_play_is_audited_once(
-    client: TestClient, archive: LocalStore,
+    client: TestClient,
+    archive: LocalStore,
 ) -> None:
     log_in(client, "listener")
     page = client.get("/calls/call-4-0")
@@ -274,7 +313,8 @@ def test_parse_range() -> None:
 
 
 def test_peaks_are_served_and_computed_for_recordings_archived_without_them(
-    client: TestClient, archive: LocalStore,
+    client: TestClient,
+    archive: LocalStore,
 ) -> None:
     log_in(client, "viewer")
     stored = client.get("/calls/call-0-0/peaks.json")
@@ -290,8 +330,9 @@ def test_peaks_are_served_and_computed_for_recordings_archived_without_them(
         archive.put_bytes("recordings/short-1-0/peaks.json", old, "application/json")
 
 
-def test_the_integrity_check_names_the_damaged_object(client: TestClient,
-                                                      archive: LocalStore) -> None:
+def test_the_integrity_check_names_the_damaged_object(
+    client: TestClient, archive: LocalStore
+) -> None:
     log_in(client, "viewer")
     token = csrf(client, "/calls")
     ok = client.post("/calls/call-2-0/verify", data={"csrf": token})
@@ -303,13 +344,13 @@ def test_the_integrity_check_names_the_damaged_object(client: TestClient,
     try:
         bad = client.post("/calls/call-2-0/verify", data={"csrf": token})
         assert 'id="verdict">mismatch' in bad.text
-        assert re.search(r'<tr class="mismatch"><td class="mono">recordings/call-2-0/peaks.json',
-                         bad.text)
+        assert re.search(
+            r'<tr class="mismatch"><td class="mono">recordings/call-2-0/peaks.json', bad.text
+        )
         assert next(o["sha256"] for o in manifest["objects"] if o["key"] == key) in bad.text
     finally:
         archive.put_bytes(key, original, "application/json")
-    outcomes = [e.detail["result"] for e in audit(archive, action="verify",
-                                                  target="call-2-0")]
+    outcomes = [e.detail["result"] for e in audit(archive, action="verify", target="call-2-0")]
     assert outcomes[-2:] == ["verified", "mismatch"]
 
 

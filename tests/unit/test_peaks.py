@@ -12,8 +12,9 @@ from schemas.codecs import L16_24K, PCMU_8K, Codec
 
 
 def wav(codec: Codec, channels: list[np.ndarray]) -> bytes:
-    encoded = [np.frombuffer(encode_pcm(c, codec), dtype=np.uint8).reshape(len(c), -1)
-               for c in channels]
+    encoded = [
+        np.frombuffer(encode_pcm(c, codec), dtype=np.uint8).reshape(len(c), -1) for c in channels
+    ]
     frames = np.concatenate(encoded, axis=1).tobytes()
     return wav_header(codec, len(channels), len(frames)) + frames + b"\0" * (len(frames) & 1)
 
@@ -25,8 +26,9 @@ def test_peaks_per_window_and_channel_whatever_the_blocks(block: int) -> None:
     loud[rate // 2 : rate // 2 + 10] = [32767, -32768] * 5  # one window at 500 ms
     quiet = np.full(rate, 256, np.int16)
     data = wav(L16_24K, [loud, quiet])
-    peaks = wav_peaks((data[i : i + block] for i in range(0, len(data), block)), L16_24K,
-                      ["inbound", "outbound"])
+    peaks = wav_peaks(
+        (data[i : i + block] for i in range(0, len(data), block)), L16_24K, ["inbound", "outbound"]
+    )
     assert peaks.duration_ms == 1000 and peaks.window_ms == WINDOW_MS
     inbound, outbound = peaks.channels
     assert (inbound.track, outbound.track) == ("inbound", "outbound")
