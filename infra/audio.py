@@ -23,14 +23,16 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 from infra.errors import InfraError
 from schemas.codecs import Codec
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ def load_audio(path: str | Path, sample_rate: int) -> Samples:
     """
     audio, rate = _decode(Path(path))
     if rate != sample_rate:
+        import soxr  # only decoding files needs it: the G.711 codecs below do not
         # soxr wants (samples, channels); .T and back keep channels first for callers.
         audio = soxr.resample(audio.T, rate, sample_rate, quality="HQ").T
     return _to_int16(audio)
@@ -65,6 +68,10 @@ def load_audio(path: str | Path, sample_rate: int) -> Samples:
 
 def _decode(path: Path) -> tuple[npt.NDArray[np.float64], int]:
     """All samples of the first audio stream as float64 in [-1, 1], and their rate."""
+    # FFmpeg's bindings cost ~20 MiB of RAM: imported by the simulator when it decodes a
+    # file, never by the services that only use the codecs (the console, the analyzer).
+    import av
+
     try:
         container = av.open(str(path))
     except (OSError, av.FFmpegError) as exc:
