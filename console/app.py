@@ -64,8 +64,10 @@ from console.settings import ConsoleSettings
 from console.trail import AuditUnavailable, ConsoleTrail
 from console.users import Role, Users, allows
 from infra.store import ObjectNotFoundError, ObjectStore
+from schemas.compliance import VERIFY_STATUS_KEY, decode_verify_status
 from schemas.layout import manifest_key, transcript_key, wav_key
 from schemas.manifest import Manifest, decode_manifest
+from schemas.tables import table_key
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,7 @@ class Console:
         env.filters["seconds"] = _seconds
         env.filters["percent"] = lambda v: "" if v is None else f"{v * 100:.2f}%"
         env.filters["db"] = lambda v: "" if v is None else f"{v:.1f} dBFS"
+        env.filters["ms"] = lambda v: "" if v is None else f"{int(v)} ms"
         self.env = env
 
     # -- the app --------------------------------------------------------------------------
@@ -234,6 +237,21 @@ class Console:
                 await asyncio.to_thread(self.index.refresh)
             except Exception:  # keep serving the index we have; say why
                 log.exception("calls index refresh failed")
+            await asyncio.to_thread(self._read_verify_status)
+
+    def _read_verify_status(self) -> None:
+        """Export the last recorded ``callrec verify`` (its CronJob serves no /metrics):
+        the alerts CallrecVerifyProblems and CallrecVerifyStale watch these gauges."""
+        try:
+            status = decode_verify_status(self.store.get_bytes(VERIFY_STATUS_KEY))
+        except (ObjectNotFoundError, FileNotFoundError):
+            return  # verify has never recorded a run: no series, no alert
+        except Exception as exc:
+            log.warning("cannot read %s: %r", VERIFY_STATUS_KEY, exc)
+            return
+        metrics.VERIFY_PROBLEMS.set(status.problems)
+        finished = dt.datetime.fromisoformat(status.finished_at.replace("Z", "+00:00"))
+        metrics.VERIFY_FINISHED.set(finished.timestamp())
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -517,16 +535,31 @@ class Console:
         except Exception:  # a store without Object Lock support: nothing to show
             lock = None
         pauses = manifest.pauses if isinstance(manifest.pauses, list) else []
+        turn_rows = self._recording_rows("turns", manifest.date, rec)
+        turn_figures = self._recording_rows("turn_metrics", manifest.date, rec)
         return {
             "manifest": manifest,
             "call": call,
             "metrics": metric_rows,
             "pauses": pauses,
+            "turns": sorted(turn_rows, key=lambda t: t["turn"]),
+            "turn_figures": sorted(turn_figures, key=lambda m: (m["track"] == "call", m["track"])),
             "transcript": transcript,
             "lock": lock,
             "on_hold": rec in self.index.held,
             "listens": self.trail.listens(rec),
         }
+
+    def _recording_rows(self, table: str, date: str, rec: str) -> list[dict[str, Any]]:
+        """One recording's rows of an analyzer table, read from its own file (small)."""
+        import pyarrow.parquet as pq
+
+        try:
+            data = self.store.get_bytes(table_key(table, date, rec))
+        except (ObjectNotFoundError, FileNotFoundError):
+            return []
+        rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(data)).to_pylist()
+        return rows
 
     async def call_page(self, request: Request) -> Response:
         rec = self._rec(request)

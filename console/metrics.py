@@ -27,3 +27,11 @@ INDEX_REFRESH = Histogram(
 AUDIT_ERRORS = Counter(
     "callrec_console_audit_errors_total", "Audit entries that could not be written"
 )
+VERIFY_PROBLEMS = Gauge(
+    "callrec_console_verify_problems",
+    "Problems the last recorded callrec verify found (verify/last.json); absent before one",
+)
+VERIFY_FINISHED = Gauge(
+    "callrec_console_verify_last_run_timestamp_seconds",
+    "When the last recorded callrec verify finished (Unix time); absent before one",
+)

@@ -135,14 +135,16 @@
     seek(((event.clientX - box.left) / box.width) * total);
   });
 
-  if (transcript) {
-    transcript.addEventListener("click", function (event) {
+  // Clicking a word, a transcript segment or a turn seeks there.
+  [transcript, document.getElementById("turns")].forEach(function (list) {
+    if (!list) return;
+    list.addEventListener("click", function (event) {
       const word = event.target.closest(".w");
       const seg = event.target.closest(".seg");
       if (word) seek(Number(word.dataset.start));
       else if (seg) seek(Number(seg.dataset.start));
     });
-  }
+  });
 
   const startAt = Number(audio.dataset.startAt) || 0;
   if (startAt > 0) {

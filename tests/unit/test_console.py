@@ -373,3 +373,56 @@ def test_legal_holds_filter_and_show(client: TestClient, archive: LocalStore) ->
     assert "call-3-0" not in rows(client.get("/calls?hold=no&sort=call_id").text)
     page = client.get("/calls/call-3-0").text
     assert re.search(r'id="hold"><span class="warn">on hold', page)
+
+
+def test_the_call_page_shows_turns_and_response_latencies(
+    archive: LocalStore, tmp_path: Path
+) -> None:
+    silence = b"\0\0" * 24  # 1 ms of L16/24000
+    archive_analyzed(
+        archive,
+        "turns-1",
+        {"inbound": tone(1000) + silence * 2000,  # the caller speaks 0-1 s...
+         "outbound": silence * 1600 + tone(1000, freq=330) + silence * 400},  # agent 1.6-2.6 s
+        [(0, 1000, "hello there"), (1600, 2600, "how can I help")],
+        tmp_path,
+        start_ns=START_NS + 20 * DAY_NS,
+    )
+    settings = console_settings(str(archive.root), users_file(tmp_path / "users"))
+    with TestClient(Console(settings, archive).app(), base_url="https://testserver") as c:
+        deadline = time.monotonic() + 60
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "index never loaded"
+            time.sleep(0.02)
+        log_in(c, "viewer")
+        page = c.get("/calls/turns-1-0").text
+    assert 'id="turn-figures"' in page
+    listed = page.split('id="turns"')[1]
+    turns = re.findall(r'<li class="seg speaker-(\w+)" data-start="(\d+)"', listed)
+    assert [t[0] for t in turns] == ["caller", "agent"]
+    latency = re.search(r"after (\d+) ms", listed)
+    assert latency and abs(int(latency.group(1)) - 600) <= 30, "the agent answered 600 ms later"
+
+
+def test_the_last_recorded_verify_is_exported_for_the_alerts(tmp_path: Path) -> None:
+    import prometheus_client
+
+    from compliance.verify import record_status, verify_archive
+
+    store = LocalStore(tmp_path / "archive")
+    archive_analyzed(store, "v-1", {"inbound": tone(500)}, [(0, 400, "hi")], tmp_path)
+    console = Console(console_settings(str(store.root), users_file(tmp_path / "u")), store)
+
+    def gauge(name: str) -> float | None:
+        return prometheus_client.REGISTRY.get_sample_value(name)
+
+    record_status(store, verify_archive(store))
+    console._read_verify_status()
+    assert gauge("callrec_console_verify_problems") == 0
+    finished = gauge("callrec_console_verify_last_run_timestamp_seconds")
+    assert finished is not None and abs(finished - time.time()) < 120
+
+    (store.root / "recordings" / "v-1-0" / "audio.wav").write_bytes(b"RIFF tampered")
+    record_status(store, verify_archive(store))
+    console._read_verify_status()
+    assert gauge("callrec_console_verify_problems") == 1
