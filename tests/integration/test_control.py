@@ -482,3 +482,22 @@ async def test_every_event_is_forwarded_to_the_users_url_with_retries(
             assert sorted(received) == sorted(st.emulator.posted)
     finally:
         await server.stop()
+
+
+async def test_with_confirmation_a_real_call_records_and_a_forged_event_does_not(
+    kafka: stack.KafkaServer, minio: stack.MinioServer, tmp_path: Path
+) -> None:
+    """CALLREC_CONTROL_CONFIRM_EVENTS: an answered event is acted on only once Wavix's
+    GET /v1/calls/{id} knows the call; an event someone forged with the secret URL is not."""
+    async with running_stack(kafka, minio, tmp_path, control_confirm_events=True) as st:
+        await st.emulator.place_calls([call(1, from_number="+100", prefix="real")])
+        [key] = await wait_for_manifests(st.store, 1)
+        assert load_manifest(st.store, key).call_id == "real-01"
+        forged = {"id": "forged-01", "event_type": "answered", "from": "+100",
+                  "to": "+15550100", "direction": "inbound"}
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(st.webhook_url, json=forged)).status_code == 200
+        await wait_until(lambda: "forged-01" in control_rows(st.settings), 30)
+        row = control_rows(st.settings)["forged-01"]
+        assert row["recorded"] is False and row["reason"] == "unconfirmed"
+        assert "forged-01" not in [c for c, _ in st.emulator.rest.start_requests]
