@@ -31,7 +31,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from bench.report import machine, replace_section
+from bench.harness.report import machine, replace_section
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 RATE = 24000

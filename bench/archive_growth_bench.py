@@ -34,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.report import machine, replace_section
+from bench.harness.report import machine, replace_section
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
 from schemas import envelope

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import machine, replace_section
+from bench.harness.report import machine, replace_section
 from infra.audio import encode_pcm
 from infra.parquet import CONTENT_TYPE, rows_to_parquet
 from infra.store.local import LocalStore

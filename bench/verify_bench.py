@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench.report import machine, replace_section
+from bench.harness.report import machine, replace_section
 from compliance.verify import verify_archive
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
