@@ -17,6 +17,7 @@ Prints bytes/s and the ratio verify/sha256sum (target >= 0.8 locally) and, with
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import os
 import subprocess
@@ -133,8 +134,9 @@ def main() -> None:
         "## callrec verify",
         "",
         f"`python -m bench.verify_bench --size {args.size // 2**20}MiB"
-        f"{' --minio' if args.minio else ''} --write` on {machine()}. The machine was "
-        "shared with other engineers' test runs: the figures are indicative, the ratio "
+        f"{' --minio' if args.minio else ''} --write` on {machine()}, "
+        f"{dt.date.today().isoformat()}; the files are in the page cache for both, so this "
+        "compares hashing, not disks. Absolute figures move with the machine; the ratio "
         "(both measured in the same run, over the same files) is what to compare.",
         "",
         "| What | Seconds | MB/s | vs sha256sum |",
