@@ -114,13 +114,9 @@ def erase_call(
     stones = [s for s in list_tombstones(store) if s.call_id == call_id]
     # An interrupted erasure: the tombstone is there, maybe some objects still are.
     rec_ids += [s.recording_id for s in stones if s.recording_id not in rec_ids]
-    row_keys = call_row_keys(store, {call_id})
-    if not rec_ids and not row_keys:
+    if not rec_ids and not call_row_keys(store, {call_id}):
         raise NotFoundError(f"no recording of call {call_id!r} in the archive")
-    report = (erase_recordings(store, rec_ids, reason, actor, address, audit) if rec_ids
-              else ErasureReport())
-    report.call_rows = _erase_call_rows(store, row_keys, reason, actor, address, audit)
-    return report
+    return _erase_calls(store, rec_ids, {call_id}, reason, actor, address, audit)
 
 
 def erase_number(
@@ -141,11 +137,23 @@ def erase_number(
         rec_ids = []
     if not rec_ids and not calls:
         raise NotFoundError(f"no call with number {number} in the archive")
+    return _erase_calls(store, rec_ids, calls, reason, actor, address, audit)
+
+
+def _erase_calls(
+    store: ObjectStore,
+    rec_ids: list[str],
+    call_ids: set[str],
+    reason: str,
+    actor: str,
+    address: str,
+    audit: AuditLog | None,
+) -> ErasureReport:
+    """The recordings, then the per-call rows of their calls and of ``call_ids``."""
     report = (erase_recordings(store, rec_ids, reason, actor, address, audit) if rec_ids
               else ErasureReport())
-    calls |= {s.call_id for s in report.erased}
-    report.call_rows = _erase_call_rows(store, call_row_keys(store, calls), reason, actor,
-                                        address, audit)
+    keys = call_row_keys(store, call_ids | {s.call_id for s in report.erased})
+    report.call_rows = _erase_call_rows(store, keys, reason, actor, address, audit)
     return report
 
 
