@@ -98,15 +98,23 @@ class PeaksBuilder:
             size = int.from_bytes(self._head[self._skip - 4 : self._skip], "little")
             self._data_left = size
             block, self._head = self._head[self._skip :], b""
-        take = block[: self._data_left]
-        self._data_left -= len(take)
-        self._pending += take
-        whole = len(self._pending) - len(self._pending) % self._window
+        data = memoryview(block)[: self._data_left]
+        self._data_left -= len(data)
+        if self._pending:  # complete the window begun by the previous block first
+            need = self._window - len(self._pending)
+            self._pending += data[:need]
+            data = data[need:]
+            if len(self._pending) < self._window:
+                return
+            self._reduce(bytes(self._pending))
+            self._pending.clear()
+        # Whole windows straight from the caller's block (no copy), the rest kept.
+        whole = len(data) - len(data) % self._window
         if whole:
-            self._reduce(bytes(self._pending[:whole]))
-            del self._pending[:whole]
+            self._reduce(data[:whole])
+        self._pending += data[whole:]
 
-    def _reduce(self, data: bytes) -> None:
+    def _reduce(self, data: bytes | memoryview) -> None:
         channels = len(self.tracks)
         frame = self.codec.sample_width * channels
         data = data[: len(data) - len(data) % frame]
