@@ -146,6 +146,9 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if include "callrec.hasConsoleAuth" .ctx }}
 {{- $_ := set $env "CALLREC_CONSOLE_USERS_FILE" "/etc/callrec/console/users" }}
 {{- end }}
+{{- if $v.console.export.existingSecret }}
+{{- $_ := set $env "CALLREC_CONSOLE_EXPORT_SIGNING_KEY_FILE" "/etc/callrec/export/signing.key" }}
+{{- end }}
 {{- else if eq .component "analyzer" }}
 {{- $_ := set $env "CALLREC_ANALYZER_PORT" $v.analyzer.port }}
 {{- $_ := set $env "CALLREC_ANALYZER_SHUTDOWN_GRACE_S" $v.analyzer.shutdown.graceSeconds }}
