@@ -40,8 +40,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from compliance.errors import NotFoundError, SigningKeyError
-from compliance.export import ExportResult, export_call, load_private_key
+from compliance.errors import NotFoundError
+from compliance.export import ExportResult, export_call
 from compliance.holds import HoldReport, clear_hold, list_holds, set_hold
 from compliance.policy import LockPolicy
 from compliance.recordings import load_hold
@@ -64,9 +64,6 @@ class ComplianceActions:
 
     def __init__(self, core: ConsoleCore) -> None:
         self.core = core
-        self.key_file = core.settings.console_export_signing_key_file
-        if self.key_file:
-            self.signing_key()  # a missing or bad key stops the start-up, not the first export
 
     def routes(self) -> list[Route]:
         return [
@@ -75,21 +72,6 @@ class ComplianceActions:
             Route("/calls/{rec}/export", self.export, methods=["POST"]),
             Route("/holds", self.holds_page),
         ]
-
-    def signing_key(self) -> str:
-        """The export signing key's text, checked to be an Ed25519 private key."""
-        assert self.key_file
-        try:
-            text = Path(self.key_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ExportKeyError(
-                f"cannot read the export signing key {self.key_file}: {exc}"
-            ) from None
-        try:
-            load_private_key(text)
-        except SigningKeyError as exc:
-            raise ExportKeyError(f"{self.key_file}: {exc}") from None
-        return text
 
     # -- holds ----------------------------------------------------------------------------
 
@@ -108,85 +90,51 @@ class ComplianceActions:
         return rec, identity, form
 
     async def place_hold(self, request: Request) -> Response:
+        return await self._hold(request, on=True)
+
+    async def release_hold(self, request: Request) -> Response:
+        return await self._hold(request, on=False)
+
+    async def _hold(self, request: Request, *, on: bool) -> Response:
+        """Place (``on``) or release the recording's hold with compliance/holds.py, which
+        audits the change; then re-read the holds so every page shows it at once."""
         core = self.core
-        checked = await self._authorised(request, "hold.set")
+        action = "hold.set" if on else "hold.clear"
+        checked = await self._authorised(request, action)
         if isinstance(checked, Response):
             return checked
         rec, identity, form = checked
         reason = str(form.get("reason", "")).strip()[:MAX_REASON]
         if not reason:
-            return core.error(request, 400, "A legal hold needs a reason: the matter it is for.")
+            return core.error(
+                request,
+                400,
+                "A legal hold needs a reason: the matter it is for."
+                if on
+                else "Releasing a legal hold needs a reason.",
+            )
         held = await run_in_threadpool(load_hold, core.store, rec)
-        if held is not None and held.active:
+        if on and held is not None and held.active:
             return core.error(
                 request,
                 409,
                 f"{rec} is already on hold (since {held.set_at}, by {held.set_by}, for "
                 f"{held.reason}). Release it first to change the reason.",
             )
-        report = await self._change(
-            request,
-            identity,
-            rec,
-            "hold.set",
-            set_hold,
-            core.store,
-            [rec],
-            reason,
-            identity.user,
-            core.auth.address(request),
-            core.trail.log,
-        )
-        if isinstance(report, Response):
-            return report
-        objects = report.changed[0].objects
-        request.session["notice"] = f"Legal hold placed on {objects} objects."
-        return RedirectResponse(f"/calls/{quote(rec)}", 303)
-
-    async def release_hold(self, request: Request) -> Response:
-        core = self.core
-        checked = await self._authorised(request, "hold.clear")
-        if isinstance(checked, Response):
-            return checked
-        rec, identity, form = checked
-        reason = str(form.get("reason", "")).strip()[:MAX_REASON]
-        if not reason:
-            return core.error(request, 400, "Releasing a legal hold needs a reason.")
-        held = await run_in_threadpool(load_hold, core.store, rec)
-        if held is None or not held.active:
+        if not on and (held is None or not held.active):
             return core.error(request, 409, f"{rec} is not on a legal hold.")
+        address = core.auth.address(request)
         policy_hold = core.settings.s3_legal_hold
-        report = await self._change(
-            request,
-            identity,
-            rec,
-            "hold.clear",
-            clear_hold,
-            core.store,
-            [rec],
-            reason,
-            identity.user,
-            core.auth.address(request),
-            core.trail.log,
-            policy_hold,
-        )
-        if isinstance(report, Response):
-            return report
-        request.session["notice"] = (
-            "Legal hold released; every object stays held by the bucket's policy "
-            "(CALLREC_S3_LEGAL_HOLD)."
-            if policy_hold
-            else f"Legal hold released on {report.changed[0].objects} objects."
-        )
-        return RedirectResponse(f"/calls/{quote(rec)}", 303)
 
-    async def _change(
-        self, request: Request, identity: Identity, rec: str, action: str, *call: Any
-    ) -> HoldReport | Response:
-        """Run set_hold/clear_hold (which audit the change), then show it at once."""
-        core = self.core
+        def change() -> HoldReport:
+            if on:
+                return set_hold(core.store, [rec], reason, identity.user, address, core.trail.log)
+            return clear_hold(
+                core.store, [rec], reason, identity.user, address, core.trail.log, policy_hold
+            )
+
         try:
-            report: HoldReport = await run_in_threadpool(*call)
+            report = await run_in_threadpool(change)
         except (StoreError, OSError, RuntimeError) as exc:
             # Some objects may be held already: the page says so, and placing or releasing
             # again finishes the job (compliance/holds.py orders the steps for that).
@@ -195,14 +143,24 @@ class ComplianceActions:
             return core.error(
                 request,
                 502,
-                f"The archive refused the change ({exc}); nothing is certain "
-                "until it is tried again.",
+                f"The archive refused the change ({exc}); try again to finish it.",
             )
         if report.missing or not report.changed:
             return core.not_found(request, rec)
         await run_in_threadpool(core.index.reload_holds)
-        metrics.HOLD_CHANGES.labels(action.removeprefix("hold.")).inc()
-        return report
+        metrics.HOLD_CHANGES.labels("set" if on else "clear").inc()
+        objects = report.changed[0].objects
+        if on:
+            notice = f"Legal hold placed on {objects} objects."
+        elif policy_hold:
+            notice = (
+                "Legal hold released; every object stays held by the bucket's policy "
+                "(CALLREC_S3_LEGAL_HOLD)."
+            )
+        else:
+            notice = f"Legal hold released on {objects} objects."
+        request.session["notice"] = notice
+        return RedirectResponse(f"/calls/{quote(rec)}", 303)
 
     async def holds_page(self, request: Request) -> Response:
         core = self.core
@@ -224,7 +182,7 @@ class ComplianceActions:
         if isinstance(checked, Response):
             return checked
         rec, identity, _ = checked
-        if not self.key_file:
+        if not core.export_key_file:
             return core.error(
                 request,
                 409,
@@ -236,7 +194,7 @@ class ComplianceActions:
         if manifest is None:
             return core.not_found(request, rec)
         try:
-            key = await run_in_threadpool(self.signing_key)
+            key = await run_in_threadpool(core.signing_key)
         except ExportKeyError as exc:
             log.error("export of %s refused: %s", rec, exc)
             return core.error(request, 503, "The export signing key cannot be read now.")

@@ -46,13 +46,10 @@ from console.call import CallPages
 from console.calls import CallsPages
 from console.core import HERE, ConsoleCore, route_label
 from console.errors import BadRequest
-from console.index import CallIndex
 from console.login import LoginPages
 from console.playback import PlaybackPages
-from console.settings import ConsoleSettings
 from console.trail import AuditUnavailable
-from console.users import Users
-from infra.store import ObjectNotFoundError, ObjectStore
+from infra.store import ObjectNotFoundError
 from schemas.compliance import VERIFY_STATUS_KEY, decode_verify_status
 
 log = logging.getLogger(__name__)
@@ -101,24 +98,6 @@ class HeadersAndMetrics:
 class Console(ConsoleCore):
     """The app and what it serves from."""
 
-    def __init__(
-        self,
-        settings: ConsoleSettings,
-        store: ObjectStore,
-        *,
-        index: CallIndex | None = None,
-        users: Users | None = None,
-        session_secret: str | None = None,
-    ) -> None:
-        super().__init__(settings, store, index=index, users=users, session_secret=session_secret)
-        self.pages = (
-            LoginPages(self),
-            CallsPages(self),
-            CallPages(self),
-            PlaybackPages(self),
-            ComplianceActions(self),  # reads the export signing key: a bad one stops here
-        )
-
     def app(self) -> Starlette:
         routes: list[BaseRoute] = [
             Route("/healthz", self.healthz),
@@ -126,7 +105,13 @@ class Console(ConsoleCore):
             Route("/metrics", self.metrics_page),
             Route("/", lambda r: RedirectResponse("/calls", 303)),
         ]
-        for pages in self.pages:
+        for pages in (
+            LoginPages(self),
+            CallsPages(self),
+            CallPages(self),
+            PlaybackPages(self),
+            ComplianceActions(self),
+        ):
             routes += pages.routes()
         routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
         middleware = [

@@ -120,7 +120,7 @@ class CallPages:
             **data,
             can_listen=allows(identity.role, "listener"),
             compliance=compliance,
-            can_export=core.exports_enabled,
+            can_export=bool(core.export_key_file),
             notice=request.session.pop("notice", ""),
             play_session=secrets.token_urlsafe(12),
             start_at=f"{start_at:.3f}",

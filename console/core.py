@@ -31,9 +31,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from compliance.errors import SigningKeyError
+from compliance.export import load_private_key
 from console import metrics
 from console.auth import Authenticator, Identity, csrf_ok, csrf_token
-from console.errors import BadRequest
+from console.errors import BadRequest, ExportKeyError
 from console.index import CallIndex
 from console.media import PeaksSource
 from console.settings import ConsoleSettings
@@ -94,8 +96,10 @@ class ConsoleCore:
         self.trail = ConsoleTrail(store)
         self.auth = Authenticator(settings.console_trusted_proxies, settings.console_proxy_roles)
         self.peaks = PeaksSource(store, settings.console_peaks_cache)
-        self.exports_enabled = bool(settings.console_export_signing_key_file)
-        """Whether the call page offers evidence exports (console/actions.py)."""
+        self.export_key_file = settings.console_export_signing_key_file
+        """The evidence exports' signing key (console/actions.py); None: no exports."""
+        if self.export_key_file:
+            self.signing_key()  # a missing or bad key stops the start-up, not the first export
         self.throttle = LoginThrottle(
             settings.console_login_max_failures,
             settings.console_login_max_address_failures,
@@ -120,6 +124,22 @@ class ConsoleCore:
         env.filters["db"] = lambda v: "" if v is None else f"{v:.1f} dBFS"
         env.filters["ms"] = lambda v: "" if v is None else f"{int(v)} ms"
         self.env = env
+
+    def signing_key(self) -> str:
+        """The export signing key's text (read each time: a rotated Secret takes effect
+        without a restart), checked to be an Ed25519 private key."""
+        assert self.export_key_file
+        try:
+            text = Path(self.export_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ExportKeyError(
+                f"cannot read the export signing key {self.export_key_file}: {exc}"
+            ) from None
+        try:
+            load_private_key(text)
+        except SigningKeyError as exc:
+            raise ExportKeyError(f"{self.export_key_file}: {exc}") from None
+        return text
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("identity", self.auth.identify(request))
