@@ -118,15 +118,18 @@ class PeaksBuilder:
         self._samples += samples.shape[0]
         per_window = self.codec.sample_rate * WINDOW_MS // 1000
         full = samples.shape[0] - samples.shape[0] % per_window
-        parts = [samples[:full].reshape(-1, per_window, channels)] if full else []
+        # Channel-major and contiguous: numpy reduces a contiguous last axis about 15x
+        # faster than the middle axis of interleaved frames.
+        planar = np.ascontiguousarray(samples.T)
+        parts = [planar[:, :full].reshape(channels, -1, per_window)] if full else []
         if full < samples.shape[0]:  # the last, short window (only at the end)
-            parts.append(samples[full:].reshape(1, -1, channels))
+            parts.append(planar[:, full:].reshape(channels, 1, -1))
         for part in parts:
-            lows = (part.min(axis=1).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
-            highs = (part.max(axis=1).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
+            lows = (part.min(axis=2).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
+            highs = (part.max(axis=2).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
             for c in range(channels):
-                self._mins[c].append(lows[:, c])
-                self._maxs[c].append(highs[:, c])
+                self._mins[c].append(lows[c])
+                self._maxs[c].append(highs[c])
 
     def finish(self) -> Peaks:
         if self._pending:
