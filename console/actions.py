@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -64,6 +65,8 @@ class ComplianceActions:
 
     def __init__(self, core: ConsoleCore) -> None:
         self.core = core
+        self._building = threading.Lock()
+        """One bundle built at a time: /tmp is sized for one (docs/console.md)."""
 
     def routes(self) -> list[Route]:
         return [
@@ -238,22 +241,23 @@ class ComplianceActions:
             days=settings.s3_object_lock_days,
             legal_hold=settings.s3_legal_hold,
         )
-        staging = tempfile.mkdtemp(prefix="callrec-export-")
-        try:
-            out = Path(staging) / name
-            result = export_call(
-                self.core.store,
-                call_id,
-                out,
-                key,
-                identity.user,
-                address,
-                policy,
-                self.core.trail.log,
-            )
-            return out.open("rb"), result
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # the open file lives on until closed
+        with self._building:
+            staging = tempfile.mkdtemp(prefix="callrec-export-")
+            try:
+                out = Path(staging) / name
+                result = export_call(
+                    self.core.store,
+                    call_id,
+                    out,
+                    key,
+                    identity.user,
+                    address,
+                    policy,
+                    self.core.trail.log,
+                )
+                return out.open("rb"), result
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # the open file lives on
 
 
 def _blocks(bundle: IO[bytes]) -> Iterator[bytes]:

@@ -894,6 +894,18 @@ def test_console_deployment_service_and_ingress(helm: str, rendered: dict[str, R
     assert "CALLREC_CONSOLE_EXPORT_SIGNING_KEY_FILE" not in bare  # no export button
 
 
+def test_console_tmp_fits_an_export(rendered: dict[str, Rendered]) -> None:
+    """An evidence export is staged in the console's /tmp: about the call's WAV."""
+    def tmp_limit(component: str) -> str:
+        spec = rendered["default"].deployments()[component]["spec"]["template"]["spec"]
+        (tmp,) = [v for v in spec["volumes"] if v["name"] == "tmp"]
+        return str(tmp["emptyDir"]["sizeLimit"])
+
+    values = load_yaml(CHART / "values.yaml")
+    assert tmp_limit("console") == values["console"]["tmpSizeLimit"] == "3Gi"
+    assert tmp_limit("ingest") == values["tmpSizeLimit"]
+
+
 def test_console_export_key_is_a_mounted_secret_file(helm: str) -> None:
     manifests = render(helm, set_values={"console.export.existingSecret": "evidence-key"})
     deployment = manifests.deployments()["console"]

@@ -330,7 +330,12 @@ topologySpreadConstraints:
 - name: tmp
   emptyDir:
     {{- /* The analyzer downloads the WAV it analyses to /tmp (read in windows, RAM flat). */}}
-    sizeLimit: {{ (and (eq (toString .component) "analyzer") .ctx.Values.analyzer.tmpSizeLimit) | default .ctx.Values.tmpSizeLimit }}
+    {{- /* The console builds evidence exports there (and, by default, its calls index). */}}
+    {{- $own := "" }}
+    {{- if has (toString .component) (list "analyzer" "console") }}
+    {{- $own = (index .ctx.Values (toString .component)).tmpSizeLimit }}
+    {{- end }}
+    sizeLimit: {{ $own | default .ctx.Values.tmpSizeLimit }}
 {{- if .ctx.Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
