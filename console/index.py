@@ -121,6 +121,7 @@ class CallIndex:
         )
         self.con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
+        self._holds_lock = threading.Lock()
         self._seen: dict[str, set[str]] = {table: set() for table in INDEXED}
         self.loaded = False
         self.held: frozenset[str] = frozenset()
@@ -179,7 +180,7 @@ class CallIndex:
                     # Arrow's allocator keeps freed buffers for reuse; a load reads
                     # hundreds of thousands of small files: give them back each batch.
                     pa.default_memory_pool().release_unused()
-            self._load_holds(cur)
+            self.reload_holds()
             metrics.INDEX_CALLS.set(len(self._seen["calls"]))
         metrics.INDEX_REFRESH.observe(time.monotonic() - started)
         if added:
@@ -202,12 +203,18 @@ class CallIndex:
             log.warning("calls index: %s not read (%s); trying again later", key, exc)
             raise
 
-    def _load_holds(self, cur: duckdb.DuckDBPyConnection) -> None:
+    def reload_holds(self) -> None:
+        """Re-read the active holds (each refresh, and at once after the console set or
+        cleared one, so its pages show the change)."""
         held = sorted(active_holds(self.store))
-        cur.execute("DELETE FROM holds_idx")
-        if held:
-            cur.executemany("INSERT INTO holds_idx VALUES (?)", [[r] for r in held])
-        self.held = frozenset(held)
+        with self._holds_lock:
+            cur = self.con.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            cur.execute("DELETE FROM holds_idx")
+            if held:
+                cur.executemany("INSERT INTO holds_idx VALUES (?)", [[r] for r in held])
+            cur.execute("COMMIT")
+            self.held = frozenset(held)
 
     def close(self) -> None:
         self.con.close()
