@@ -37,8 +37,13 @@ from typing import NamedTuple, Protocol
 from schemas.codecs import Codec
 from workers.recorder.errors import FinalizedError, SpoolCorruptError
 
-DEFAULT_WINDOW_MS = 2000
-"""Default reorder window: chunks up to this much audio late still land in the main run."""
+DEFAULT_WINDOW_MS = 500
+"""Default reorder window: chunks up to this much audio late still land in the main run.
+
+A stream's chunks come over one WebSocket and one Kafka partition, in order; the window
+only saves a late run file when a sender reorders. It was 2000 ms: at 400 calls that kept
+150 MiB of audio in reorder buffers, whose cache misses cost the recorder ~15 % of its
+CPU (docs/benchmarks.md, "Cost per call")."""
 DEFAULT_MAX_DURATION_MS = 6 * 3600 * 1000
 """Audio past this point is rejected: it bounds disk use against a bogus timestamp, and
 keeps a stereo 24 kHz WAV (96 kB/s, 2 GB for 6 h) below the 4 GiB RIFF limit."""
@@ -46,6 +51,7 @@ FAN_IN = 8
 """Late runs of one level merged into one as soon as the level holds this many."""
 
 _RECORD = struct.Struct("<qqI")
+RECORD_HEADER_BYTES = _RECORD.size
 _IO_BUFFER = 64 * 1024
 _READ_BLOCK = 1024 * 1024
 
@@ -64,6 +70,20 @@ class Frame(Protocol):
     def payload(self) -> bytes: ...
     @property
     def received_ns(self) -> int | None: ...
+
+
+class ContiguousRun(NamedTuple):
+    """A spool whose chunks continue each other without a gap (``contiguous_run``)."""
+
+    path: Path
+    """The main run file: ``chunks`` records of ``frame_size`` payload bytes, in order."""
+    timestamp_ms: int
+    """Of the first chunk."""
+    chunk: int
+    """Number of the first chunk."""
+    chunks: int
+    """How many: the run file holds exactly these."""
+    frame_size: int
 
 
 class Chunk(NamedTuple):
@@ -210,6 +230,16 @@ class ChunkSpool:
         self._levels: list[list[Path]] = []
         self._run_seq = 0
         self._finished = False
+        self._step_bytes = codec.bytes_for_ms(1) if codec.sample_rate % 1000 == 0 else 0
+        """Bytes per ms when whole (every codec we know): positions are then linear in ms."""
+        self._contiguous = self._step_bytes > 0
+        """Every accepted chunk so far continued the previous one: next number, next
+        timestamp, same size (a healthy stream). :meth:`contiguous_run` relies on it."""
+        self._first: tuple[int, int] | None = None
+        """(timestamp_ms, chunk) of the first accepted chunk."""
+        self._frame_size = 0
+        self._next: tuple[int, int] = (0, 0)
+        """(timestamp_ms, chunk) the next chunk has while the stream stays contiguous."""
 
     @property
     def ram_limit_bytes(self) -> int:
@@ -264,6 +294,8 @@ class ChunkSpool:
                     self.rejected += 1
                     continue
                 accepted += 1
+                if self._contiguous:
+                    self._follow(timestamp_ms, chunk, size)
                 received_ns = frame.received_ns
                 if received_ns is not None:
                     # RFC 3550 6.4.1: D = (arrival difference) - (timestamp difference),
@@ -305,6 +337,37 @@ class ChunkSpool:
             if out:
                 self._main.write(b"".join(out))
         return accepted
+
+    def _follow(self, timestamp_ms: int, chunk: int, size: int) -> None:
+        """Keep :attr:`_contiguous` true only while chunks continue each other exactly."""
+        if self._first is None:
+            frame_ms, rest = divmod(size, self._step_bytes)
+            if rest or frame_ms == 0:
+                self._contiguous = False
+                return
+            self._first = (timestamp_ms, chunk)
+            self._frame_size = size
+            self._next = (timestamp_ms + frame_ms, chunk + 1)
+        elif (timestamp_ms, chunk) == self._next and size == self._frame_size:
+            self._next = (timestamp_ms + size // self._step_bytes, chunk + 1)
+        else:
+            self._contiguous = False
+
+    def contiguous_run(self) -> ContiguousRun | None:
+        """The spool as one gap-free run, if it is one (after :meth:`finish`).
+
+        True when every accepted chunk had the next chunk number and the next
+        timestamp after the previous one, the same payload size, and nothing was
+        late: the main run file then holds exactly those chunks in order, each
+        payload starting where the previous one ended. The track assembler copies
+        such a run's payloads in bulk instead of visiting each chunk
+        (workers/recorder/tracks.py); the result is the same bytes.
+        """
+        self.finish()
+        if not self._contiguous or self._first is None or self._levels:
+            return None
+        return ContiguousRun(self._main_path, self._first[0], self._first[1],
+                             self.received, self._frame_size)
 
     def finish(self) -> None:
         """Write out everything still in RAM; idempotent. ``add`` is refused afterwards."""
