@@ -60,6 +60,7 @@ from bench.loadharness.tables import (
 REPO = Path(__file__).resolve().parent.parent
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"
 BENCHMARKS_DOC = REPO / "docs" / "benchmarks.md"
+COALESCING_DOC = Path(__file__).resolve().parent / "loadharness" / "coalescing.md"
 
 
 @dataclass
@@ -227,6 +228,9 @@ def render_reliability(res: dict[str, Any]) -> str:
         "",
         "A fast subset (20 calls, recorder `kill -9` + restart, broker stopped 10 s) runs in "
         "the test suite: `tests/integration/test_reliability.py`.",
+        "",
+        # What coalescing changes in the guarantees: prose, kept beside the harness.
+        COALESCING_DOC.read_text().rstrip("\n"),
         "",
     ]
     if matrix:

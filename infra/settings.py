@@ -29,7 +29,7 @@ class ServiceSettings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's root logger."""
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     """Event loop of the service's process: ``uvloop`` (libuv, in C: less CPU per socket
     read and write; docs/benchmarks.md, "Cost per call") or Python's own ``asyncio``."""
 
