@@ -9,26 +9,29 @@ columns: console/indexdb.py) and keeps it current: every
 ``CALLREC_CONSOLE_INDEX_REFRESH_S`` it lists the table folders and compares the
 listing with the files it has read (in DuckDB, not in Python sets), then
 
-- reads the new files (console/loader.py): a few in this process, more than
-  :attr:`CallIndex.child_from` in a short-lived child process
-  (console/indexbuild.py), so the memory of a large load never stays with the
-  server; the rows arrive in one transaction with their ``files`` entries;
+- reads the new files (console/loader.py), and moves their rows in with their
+  ``files`` entries in one transaction;
 - deletes the rows of files that left the archive (retention, erasure), and of
   recordings with a tombstone (an erased recording's rows in a compacted file);
 - re-reads the active legal holds (``holds/``).
 
 Pages keep working meanwhile: DuckDB readers see the last committed state.
 
-**Kept across restarts** (``CALLREC_CONSOLE_INDEX_DIR`` set): the file stays, and a
-console that finds one built with the same tables (:func:`console.indexdb.fingerprint`)
-and completely loaded once is ready (``/readyz``) at once and reads only what was
-archived since. Another fingerprint, or a file DuckDB cannot open, is deleted and
-built again; a file locked by another process is an error (two consoles must not share
-a directory: give each its own, or a Recreate rollout with a volume, docs/console.md).
-Unset: a temporary directory, removed at exit (built at each start).
+**Memory.** Reading a hundred thousand files leaves a process larger than the index
+it built (366 MiB after 100,000 recordings, docs/benchmarks.md), so large loads run in
+a short-lived child process (console/indexbuild.py) and leave with it: the first load
+of an archive of :attr:`CallIndex.child_from` files or more builds the file in a child
+before the console opens it (pages see an empty index and ``/readyz`` says 503
+meanwhile), and a later catch-up of that many new files is read by a child into a
+stage file that the console merges. DuckDB's memory is capped by
+``CALLREC_CONSOLE_INDEX_MEMORY_MB``; the rest of the index is read back from the file.
 
-DuckDB's memory is limited to ``CALLREC_CONSOLE_INDEX_MEMORY_MB``: the rest of the
-index is read back from the file as pages need it. Measured in docs/benchmarks.md.
+**Kept across restarts** (``CALLREC_CONSOLE_INDEX_DIR`` set): a console that finds an
+index built for the same tables (:func:`console.indexdb.fingerprint`) and completely
+loaded once is ready at once and reads only what was archived since. Another
+fingerprint, or a file DuckDB cannot open, is deleted and built again; a file another
+process holds is an error (one console per directory, docs/console.md). Unset: a
+temporary directory, removed at exit (built at each start).
 
 A recording analysed again (``callrec analyzer --backfill --force``) rewrites its
 files under the same keys: the index keeps its old segments and metrics until it is
@@ -50,35 +53,35 @@ import pyarrow as pa
 
 from compliance.holds import active_holds
 from console import metrics
-from console.errors import ConsoleError
 from console.indexbuild import ChildBuild, store_spec
 from console.indexdb import (
     INDEXED,
+    IndexLockedError,
+    connect,
     create_tables,
-    fingerprint,
+    delete_file,
     index_schema,
+    open_index,
     read_meta,
     write_meta,
 )
-from console.loader import STAGED, PlannedFile, create_stage, drop_stage, load_files
+from console.loader import STAGED, LoadReport, PlannedFile, create_stage, drop_stage, load_files
 from console.settings import ConsoleSettings
 from infra.settings import ArchiveSettings
 from infra.store import ObjectStore
 from schemas.compliance import TOMBSTONES_PREFIX, recording_of_record
 from schemas.layout import table_prefix
 
+__all__ = ["CallIndex", "IndexLockedError"]
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "index.duckdb"
 CHILD_FROM = 1000
-"""New files from which a refresh loads them in a child process."""
-CHILD_CHUNK = 50_000
-"""Files one child run reads (then merged: a long first load keeps its progress)."""
+"""Files to read from which the work goes to a child process."""
+CHUNK = 50_000
+"""Files read before their rows are merged (a long load keeps its progress)."""
 _KEY_PATTERN = r"^tables/[^/]+/date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$"
-
-
-class IndexLockedError(ConsoleError):
-    """Another process has the index file open (two consoles on one directory)."""
 
 
 class CallIndex:
@@ -94,6 +97,7 @@ class CallIndex:
         build_memory_mb: int = 256,
         readers: int = 16,
         child_from: int = CHILD_FROM,
+        spawn: bool = True,
     ) -> None:
         self.store = store
         self._own_dir = directory is None
@@ -104,21 +108,32 @@ class CallIndex:
         self.build_memory_mb = build_memory_mb
         self.readers = readers
         self.child_from = child_from
-        """New files from which a refresh reads them in a child process."""
-        self._child_store = store_spec(store, archive)
+        """Files to read from which the work goes to a child process."""
+        self._child_store = store_spec(store, archive) if spawn else None
         self._child: ChildBuild | None = None
         self._lock = threading.Lock()
         self._holds_lock = threading.Lock()
         self._closing = threading.Event()
-        self.held: frozenset[str] = frozenset()
-        """Recording ids under an active legal hold, as of the last refresh."""
+        self.last = LoadReport()
+        """What the last refresh read."""
         self.columns = frozenset(index_schema("calls").names)
         """Columns of ``calls_idx`` (the console shows number filters only when present)."""
-        self._stage_path().unlink(missing_ok=True)  # a build interrupted by a stop
-        self.con = self._open()
-        self.held = frozenset(r for (r,) in self.con.execute("SELECT * FROM holds_idx").fetchall())
-        self.loaded = read_meta(self.con, "complete") is not None
+        self._stage_path().unlink(missing_ok=True)  # a catch-up interrupted by a stop
+        if self._own_dir:
+            delete_file(self.path)
+        con = open_index(self.path, memory_mb)
+        self.loaded = read_meta(con, "complete") is not None
         """Ready to serve (``/readyz``): loaded completely once, by this process or before."""
+        self._detached = not self.loaded and self._child_store is not None
+        if self._detached:
+            # The first load may run in a child process, which needs the file: until it is
+            # done the pages see an empty index (and /readyz answers 503).
+            con.close()
+            con = duckdb.connect(config={"memory_limit": "16MB"})
+            create_tables(con)
+        self.con = con
+        self.held = self._read_held()
+        """Recording ids under an active legal hold, as of the last refresh."""
         if self.loaded:
             log.info(
                 "calls index: %s kept from before (%d recordings); reading what is new",
@@ -137,68 +152,17 @@ class CallIndex:
             readers=settings.console_index_readers,
         )
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(
-            str(self.path),
-            config={
-                "memory_limit": f"{self.memory_mb}MB",
-                "temp_directory": str(self.directory / "spill"),
-                # Rows need no order in the index; without it scans and appends use less memory.
-                "preserve_insertion_order": False,
-            },
-        )
-
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        """The index file if it fits this console, else a new one."""
-        con: duckdb.DuckDBPyConnection | None = None
-        if self._own_dir:
-            self._delete_file()
-        elif self.path.exists():
-            try:
-                con = self._connect()
-                found = read_meta(con, "fingerprint")
-            except duckdb.IOException as exc:
-                if "lock" in str(exc).lower():
-                    raise IndexLockedError(
-                        f"the calls index {self.path} is open in another process: {exc}"
-                    ) from None
-                found = None
-                log.warning(
-                    "calls index: %s cannot be opened (%s); building it again", self.path, exc
-                )
-            except duckdb.Error as exc:
-                found = None
-                log.warning(
-                    "calls index: %s cannot be read (%s); building it again", self.path, exc
-                )
-            if found != fingerprint():
-                if found is not None:
-                    log.warning(
-                        "calls index: %s was built for other tables (%s, now %s); building it "
-                        "again",
-                        self.path,
-                        found,
-                        fingerprint(),
-                    )
-                if con is not None:
-                    con.close()
-                    con = None
-                self._delete_file()
-        if con is None:
-            con = self._connect()
-            create_tables(con)
-        con.execute("SET TimeZone = 'UTC'")
-        return con
-
-    def _delete_file(self) -> None:
-        for stale in (self.path, self.path.with_name(self.path.name + ".wal")):
-            stale.unlink(missing_ok=True)
-
     def _stage_path(self) -> Path:
         return self.directory / "stage.duckdb"
 
+    def _read_held(self) -> frozenset[str]:
+        with self.con.cursor() as cur:
+            return frozenset(r for (r,) in cur.execute("SELECT * FROM holds_idx").fetchall())
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
+
+    # -- loading ---------------------------------------------------------------------------
 
     def load(self) -> int:
         """Catch up with the archive (start-up), trying again until it works or the index
@@ -206,19 +170,19 @@ class CallIndex:
         files were read."""
         started = time.monotonic()
         delay = 1.0
-        read = 0
         while not self._closing.is_set():
             try:
-                read = self.refresh()
+                read = self._first_load() if self._detached else 0
+                read += self.refresh()
                 break
             except Exception:
                 if self._closing.is_set():
-                    return read
+                    return 0
                 log.exception("calls index: loading failed; trying again in %.0fs", delay)
                 self._closing.wait(delay)
                 delay = min(delay * 2, 60.0)
         else:
-            return read
+            return 0
         if not self.loaded:
             with self._lock, self.con.cursor() as cur:
                 write_meta(cur, "complete", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -232,8 +196,37 @@ class CallIndex:
         )
         return read
 
+    def _first_load(self) -> int:
+        """Build the file in a child process if the archive is large, then open it."""
+        assert self._child_store is not None
+        listed = sum(len(self.store.list_keys(table_prefix(table))) for table in INDEXED)
+        read = 0
+        if listed >= self.child_from:
+            self._child = ChildBuild(
+                {
+                    "mode": "build",
+                    "directory": str(self.directory),
+                    "store": self._child_store,
+                    "memory_mb": self.build_memory_mb,
+                    "readers": self.readers,
+                }
+            )
+            try:
+                read = self._child.run().files
+            finally:
+                self._child = None
+        with self._lock:
+            if self._closing.is_set():
+                raise RuntimeError("the console is stopping")
+            self.con = connect(self.path, self.memory_mb)
+            self._detached = False
+            self.held = self._read_held()
+        return read
+
     def refresh(self) -> int:
         """Add the files archived since, drop those gone; returns how many files were read."""
+        if self._detached:
+            return 0  # load() has not opened the file yet
         started = time.monotonic()
         with self._lock:
             cur = self.con.cursor()
@@ -241,7 +234,10 @@ class CallIndex:
                 gone, new = self._compare(cur)
                 if gone:
                     self._forget(cur, gone)
-                added = self._read_new(cur, new) if new else 0
+                if new >= self.child_from and self._child_store is not None:
+                    self.last = self._read_in_child(cur, new)
+                else:
+                    self.last = self._read_here(cur) if new else LoadReport()
                 self._apply_tombstones(cur)
             finally:
                 cur.execute("DROP TABLE IF EXISTS temp.listed")
@@ -250,9 +246,9 @@ class CallIndex:
             self.reload_holds()
             metrics.INDEX_CALLS.set(self.count())
         metrics.INDEX_REFRESH.observe(time.monotonic() - started)
-        if added or gone:
-            log.info("calls index: %d new table files, %d gone", added, gone)
-        return added
+        if self.last.files or gone:
+            log.info("calls index: %d new table files, %d gone", self.last.files, gone)
+        return self.last.files
 
     def _compare(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
         """List the table folders into ``temp.listed`` and the files gone since into
@@ -303,49 +299,59 @@ class CallIndex:
             raise
         log.info("calls index: %d table files left the archive; their rows are gone", count)
 
-    def _new_files_sql(self) -> str:
-        """The new files, numbered after the last one the index has."""
+    def _plan_sql(self) -> str:
+        """The next :data:`CHUNK` new files, numbered after the last one the index has."""
         return (
             "SELECT (SELECT coalesce(max(file_no), 0) FROM files) "
             "+ row_number() OVER (ORDER BY l.key) AS file_no, l.tbl, l.key, "
             f"CAST(regexp_extract(l.key, '{_KEY_PATTERN}', 1) AS DATE) AS date "
-            "FROM temp.listed l WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = l.key)"
+            "FROM temp.listed l WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = l.key) "
+            f"ORDER BY file_no LIMIT {CHUNK}"
         )
 
-    def _read_new(self, cur: duckdb.DuckDBPyConnection, count: int) -> int:
-        if count >= self.child_from and self._child_store is not None:
-            return self._read_in_child(cur, count)
-        rows = cur.execute(self._new_files_sql()).fetchall()
-        plan = [PlannedFile(no, table, key, date.isoformat()) for no, table, key, date in rows]
-        create_stage(cur, temporary=True)
-        try:
-            report = load_files(cur, self.store, plan, readers=self.readers)
-            self._merge(cur, "")
-        finally:
-            drop_stage(cur)
-        return report.files
+    def _read_here(self, cur: duckdb.DuckDBPyConnection) -> LoadReport:
+        """Read the new files in this process, a chunk at a time."""
+        total = LoadReport()
+        while not self._closing.is_set():
+            rows = cur.execute(self._plan_sql()).fetchall()
+            plan = [PlannedFile(no, table, key, date.isoformat()) for no, table, key, date in rows]
+            if not plan:
+                break
+            create_stage(cur, temporary=True)
+            try:
+                report = load_files(cur, self.store, plan, readers=self.readers)
+                self._merge(cur, "")
+            finally:
+                drop_stage(cur)
+            total.add(report)
+            if report.files == 0 or len(plan) < CHUNK:
+                break  # what is left failed for now: the next refresh tries again
+        return total
 
-    def _read_in_child(self, cur: duckdb.DuckDBPyConnection, count: int) -> int:
-        """Read ``count`` new files in child processes, :data:`CHILD_CHUNK` a run, each
-        merged before the next (a long first load keeps what it did)."""
+    def _read_in_child(self, cur: duckdb.DuckDBPyConnection, count: int) -> LoadReport:
+        """Read ``count`` new files in child processes, :data:`CHUNK` a run, each merged
+        before the next: the child writes a stage file, this process moves it in."""
         assert self._child_store is not None
         stage = self._stage_path()
         attach = "ATTACH '" + str(stage).replace("'", "''") + "' AS stage"
-        added = 0
-        for _ in range(0, count, CHILD_CHUNK):
+        total = LoadReport()
+        for _ in range(0, count, CHUNK):
             if self._closing.is_set():
                 break
             stage.unlink(missing_ok=True)
             cur.execute(attach)
             try:
-                cur.execute(
-                    f"CREATE TABLE stage.plan AS {self._new_files_sql()} "
-                    f"ORDER BY file_no LIMIT {CHILD_CHUNK}"
-                )
+                cur.execute(f"CREATE TABLE stage.plan AS {self._plan_sql()}")
             finally:
                 cur.execute("DETACH stage")
             self._child = ChildBuild(
-                stage, self._child_store, memory_mb=self.build_memory_mb, readers=self.readers
+                {
+                    "mode": "stage",
+                    "stage": str(stage),
+                    "store": self._child_store,
+                    "memory_mb": self.build_memory_mb,
+                    "readers": self.readers,
+                }
             )
             try:
                 report = self._child.run()
@@ -357,10 +363,10 @@ class CallIndex:
             finally:
                 self._child = None
                 stage.unlink(missing_ok=True)
-            added += report.files
+            total.add(report)
             if report.files == 0:
                 break  # nothing readable now: the next refresh tries again
-        return added
+        return total
 
     def _merge(self, cur: duckdb.DuckDBPyConnection, source: str) -> None:
         """Move the stage's rows and files into the index, all or nothing."""
@@ -430,15 +436,18 @@ class CallIndex:
                 raise
             self.held = frozenset(held)
 
+    # -- the rest --------------------------------------------------------------------------
+
     def close(self) -> None:
         self._closing.set()
-        # A refresh may be waiting on a child build: end it, then the refresh ends.
+        # A refresh or first load may be waiting on a child process: end it, then it ends.
         while not self._lock.acquire(timeout=0.2):
             child = self._child
             if child is not None:
                 child.stop()
         try:
-            self.con.execute("CHECKPOINT")
+            if not self._detached:
+                self.con.execute("CHECKPOINT")
         except duckdb.Error as exc:
             log.warning("calls index: checkpoint at exit failed: %s", exc)
         finally:
@@ -456,3 +465,13 @@ class CallIndex:
         """Recordings in the index."""
         with self.con.cursor() as cur:
             return int(cur.execute("SELECT count(*) FROM calls_idx").fetchall()[0][0])
+
+
+def build(store: ObjectStore, directory: str, memory_mb: int, readers: int) -> LoadReport:
+    """The child's part of a first load: catch the index file up, in this process."""
+    index = CallIndex(store, directory=directory, memory_mb=memory_mb, readers=readers, spawn=False)
+    try:
+        index.refresh()
+        return index.last
+    finally:
+        index.close()

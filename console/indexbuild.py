@@ -2,16 +2,21 @@
 
 Reading a hundred thousand Parquet files leaves a process larger than the index it
 built (allocator fragmentation, per-file metadata: 366 MiB after loading 100,000
-recordings, docs/benchmarks.md), and the console runs for weeks. So the first load,
-and any catch-up of more than ``CallIndex.child_from`` files, runs in a short-lived
-child (``python -m console.indexbuild``) that writes the rows into a stage file
-beside the index; the console then moves them in with one ``INSERT ... SELECT``
-(console/index.py) and the child's memory is gone with it.
+recordings, docs/benchmarks.md), and the console runs for weeks. So large loads run in
+a short-lived child, ``python -m console.indexbuild``, in one of two modes
+(console/index.py decides):
 
-The exchange is the stage file itself: the console writes the ``plan`` table (the
-files to read, numbered) and detaches; the child reads the plan, fills the stage
-tables (console/loader.py), and prints a JSON report on stdout. What to read from comes
-on stdin (the archive's settings, S3 keys included: never on a command line).
+- ``build``: the first load. The console has not opened the index file yet; the child
+  opens it, reads every table file in (as a console would, a chunk at a time) and
+  closes it; then the console opens it.
+- ``stage``: a catch-up of many files while the console serves from the index. The
+  console writes the files to read (the ``plan`` table) into a stage file beside the
+  index and detaches it; the child reads them into the stage tables
+  (console/loader.py); the console merges them in one transaction.
+
+Either way the child prints a JSON report on stdout and exits, and its memory with it.
+What to read from comes on stdin (the archive's settings, S3 keys included: never on a
+command line). A child whose console is gone stops.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class IndexBuildError(ConsoleError):
-    """The child process that loads table files failed (its stderr says why)."""
+    """The child process that loads table files failed (its log says why)."""
 
 
 def store_spec(store: ObjectStore, archive: ArchiveSettings | None) -> dict[str, Any] | None:
@@ -56,24 +62,11 @@ def store_spec(store: ObjectStore, archive: ArchiveSettings | None) -> dict[str,
 
 
 class ChildBuild:
-    """One child run over a stage file whose ``plan`` the caller wrote."""
+    """One run of the child; ``spec``: its mode and what it needs (module docstring)."""
 
-    def __init__(
-        self,
-        stage: Path,
-        store: dict[str, Any],
-        *,
-        memory_mb: int,
-        readers: int,
-    ) -> None:
-        self.stage = stage
-        self.spec = {
-            "stage": str(stage),
-            "store": store,
-            "memory_mb": memory_mb,
-            "readers": readers,
-            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-        }
+    def __init__(self, spec: dict[str, Any]) -> None:
+        level = logging.getLogger().getEffectiveLevel()
+        self.spec = {**spec, "log_level": logging.getLevelName(level)}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def run(self) -> LoadReport:
@@ -104,7 +97,7 @@ class ChildBuild:
         return report
 
     def stop(self) -> None:
-        """End the child (the console is stopping); the stage is thrown away."""
+        """End the child (the console is stopping); what it did not finish is redone."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -120,29 +113,25 @@ def _open_store(spec: dict[str, Any]) -> ObjectStore:
     return ArchiveSettings(**spec["archive"]).open_store()
 
 
-def main() -> int:
-    """The child: read the plan's files into the stage file named on stdin."""
-    import duckdb
+def _stop_with_parent() -> None:
+    """Exit when the console that started this process is gone (killed without a chance
+    to stop it): the index file must not stay locked by an orphan."""
+    parent = os.getppid()
 
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _stage(spec: dict[str, Any], store: ObjectStore) -> LoadReport:
+    from console.indexdb import connect
     from console.loader import PlannedFile, create_stage, load_files
 
-    spec = json.loads(sys.stdin.read())
-    logging.basicConfig(
-        level=spec.get("log_level", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    stage = Path(spec["stage"])
-    store = _open_store(spec["store"])
-    con = duckdb.connect(
-        str(stage),
-        config={
-            "memory_limit": f"{spec['memory_mb']}MB",
-            "temp_directory": str(stage.parent / "spill"),
-            "preserve_insertion_order": False,
-        },
-    )
-    con.execute("SET TimeZone = 'UTC'")
+    con = connect(Path(spec["stage"]), spec["memory_mb"])
     plan = [
         PlannedFile(file_no, table, key, date.isoformat())
         for file_no, table, key, date in con.execute(
@@ -154,6 +143,25 @@ def main() -> int:
     con.execute("DROP TABLE plan")
     con.execute("CHECKPOINT")
     con.close()
+    return report
+
+
+def main() -> int:
+    """The child: what stdin says, then its report on stdout."""
+    spec = json.loads(sys.stdin.read())
+    logging.basicConfig(
+        level=spec.get("log_level", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _stop_with_parent()
+    store = _open_store(spec["store"])
+    if spec["mode"] == "build":
+        from console.index import build
+
+        report = build(store, spec["directory"], spec["memory_mb"], spec["readers"])
+    else:
+        report = _stage(spec, store)
     print(json.dumps(asdict(report)), flush=True)
     return 0
 

@@ -23,11 +23,17 @@ fingerprint in the file and builds the index again.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from console.errors import ConsoleError
 from schemas.tables import PARTITION_COLUMN, TABLES
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 """Bump when the layout of this file changes in a way the columns do not show."""
@@ -45,6 +51,13 @@ SEGMENT_COLUMNS = (
 INDEXED = {"calls": "calls_idx", "segments": "segments_idx", "metrics": "metrics_idx"}
 """Archive table -> index table."""
 FILE_COLUMN = "file_no"
+LOCK_WAIT_S = 10.0
+"""How long an index file held by another process is waited for (a console's build
+process that has not yet noticed its parent is gone) before giving up."""
+
+
+class IndexLockedError(ConsoleError):
+    """Another process has the index file open (two consoles on one directory)."""
 
 
 def index_schema(table: str) -> pa.Schema:
@@ -101,3 +114,67 @@ def write_meta(con: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
 def column_types(con: duckdb.DuckDBPyConnection, idx: str) -> list[tuple[str, str]]:
     """``(name, DuckDB type)`` of an index table's columns, in order."""
     return [(name, kind) for name, kind, *_ in con.execute(f"DESCRIBE {idx}").fetchall()]
+
+
+def connect(path: Path, memory_mb: int) -> duckdb.DuckDBPyConnection:
+    """The DuckDB file at ``path`` with its memory capped (spilling beside it)."""
+    con = duckdb.connect(
+        str(path),
+        config={
+            "memory_limit": f"{memory_mb}MB",
+            "temp_directory": str(path.parent / "spill"),
+            # Rows need no order in the index; without it scans and appends use less memory.
+            "preserve_insertion_order": False,
+        },
+    )
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def delete_file(path: Path) -> None:
+    for stale in (path, path.with_name(path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+
+
+def open_index(path: Path, memory_mb: int) -> duckdb.DuckDBPyConnection:
+    """The index file at ``path`` if it was built for these tables, else a new one (the
+    old one deleted); :class:`IndexLockedError` when another process holds it."""
+    con: duckdb.DuckDBPyConnection | None = None
+    found: str | None = None
+    if path.exists():
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                con = connect(path, memory_mb)
+                found = read_meta(con, "fingerprint")
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    log.warning(
+                        "calls index: %s cannot be opened (%s); building it again", path, exc
+                    )
+                    break
+                if time.monotonic() > deadline:
+                    raise IndexLockedError(
+                        f"the calls index {path} is open in another process: {exc}"
+                    ) from None
+                time.sleep(0.5)
+            except duckdb.Error as exc:
+                log.warning("calls index: %s cannot be read (%s); building it again", path, exc)
+                break
+        if found != fingerprint():
+            if found is not None:
+                log.warning(
+                    "calls index: %s was built for other tables (%s, now %s); building it again",
+                    path,
+                    found,
+                    fingerprint(),
+                )
+            if con is not None:
+                con.close()
+                con = None
+            delete_file(path)
+    if con is None:
+        con = connect(path, memory_mb)
+        create_tables(con)
+    return con

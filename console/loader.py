@@ -70,6 +70,12 @@ class LoadReport:
     retry: int = 0
     """Files left for the next refresh (a store error that may pass)."""
 
+    def add(self, other: LoadReport) -> None:
+        self.files += other.files
+        self.rows += other.rows
+        self.skipped += other.skipped
+        self.retry += other.retry
+
 
 def create_stage(con: duckdb.DuckDBPyConnection, *, temporary: bool) -> None:
     """Empty stage tables: temporary ones (this connection only) or in the main database."""

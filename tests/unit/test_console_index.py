@@ -192,19 +192,27 @@ def test_an_unreadable_file_is_skipped_once_and_the_rest_loads(
     assert index.refresh() == 0, "not tried again"
 
 
-def test_a_large_load_runs_in_a_child_process(
-    archive: LocalStore, index_dir: Path, opened: Opened, caplog: Any
+def test_large_loads_run_in_a_child_process(
+    archive: LocalStore, index_dir: Path, tmp_path: Path, opened: Opened, caplog: Any
 ) -> None:
     index = opened(archive, index_dir, child_from=1)
+    assert index.count() == 0 and not index.loaded
     with caplog.at_level(logging.INFO, logger="console.indexbuild"):
+        # The first load: the child builds the file, then this process opens it.
         assert index.load() == 3 * FILES_PER_RECORDING
-    assert re.search(r"a build process read 9 files \(\d+ rows, 0 skipped", caplog.text)
-    assert index.count() == 3 and segments_of(index, "call-0-0") == ["call-0 says hello"] * 2
+        assert re.search(r"a build process read 9 files \(\d+ rows, 0 skipped", caplog.text)
+        assert index.count() == 3 and segments_of(index, "call-0-0") == ["call-0 says hello"] * 2
+        # A catch-up while serving: the child fills a stage file, this process merges it.
+        late = add_call(archive, "late-3", tmp_path, day=7)
+        caplog.clear()
+        assert index.refresh() == FILES_PER_RECORDING
+        assert re.search(r"a build process read 3 files \(\d+ rows, 0 skipped", caplog.text)
+    assert index.has(late) and segments_of(index, late) == ["late-3 says hello"] * 2
     assert not (index_dir / "stage.duckdb").exists()
 
 
 def test_an_index_another_process_holds_is_refused(
-    archive: LocalStore, index_dir: Path, opened: Opened
+    archive: LocalStore, index_dir: Path, opened: Opened, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened(archive, index_dir).close()  # the file exists
     holder = subprocess.Popen(
@@ -221,6 +229,7 @@ def test_an_index_another_process_holds_is_refused(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        monkeypatch.setattr(indexdb, "LOCK_WAIT_S", 0.5)
         with pytest.raises(IndexLockedError, match="open in another process"):
             CallIndex(archive, directory=str(index_dir))
     finally:
