@@ -10,14 +10,17 @@ One command::
    each, from a 2,000-word vocabulary), plus ``--real`` recordings archived and
    analysed by the recorder's and analyzer's own code (WAV, peaks, manifest,
    transcript) for the call page and the audio. A local directory.
-2. **Console.** ``callrec console`` as a real subprocess on that archive; the time
-   until ``/readyz`` (the calls index loaded) and its RSS.
+2. **Console.** ``callrec console`` as a real subprocess on that archive, with a fresh
+   ``CALLREC_CONSOLE_INDEX_DIR``; the time until ``/readyz`` (the calls index built, by
+   a child process), the peak RSS of that child, and the console's RSS.
 3. **Requests**, one at a time, ``--requests`` of each, logged in as a listener:
    ``/healthz`` (the baseline: the same server, no work), a filtered calls page
    (random duration/overtalk/date filters and sorts), a transcript search (a random
    vocabulary word), a call page (time to the first byte of the response), and an
    audio seek (a 64 KiB Range request at a random offset of a WAV). p50/p95 and the
    ratio of each p95 to the baseline's.
+4. **Restart.** The console stopped and started again on the index it kept: the time
+   to ``/readyz``, its RSS, and the same requests again.
 
 Targets (issue 13): filtered calls page p95 <= 300 ms, transcript search p95 <= 1 s,
 call page first byte <= 200 ms, audio seek <= 100 ms, console RSS <= 300 MiB.

@@ -237,10 +237,10 @@ class CallIndex:
                 if new >= self.child_from and self._child_store is not None:
                     self.last = self._read_in_child(cur, new)
                 else:
-                    self.last = self._read_here(cur) if new else LoadReport()
+                    self.last = self._read_here(cur, new) if new else LoadReport()
                 self._apply_tombstones(cur)
             finally:
-                cur.execute("DROP TABLE IF EXISTS temp.listed")
+                cur.execute("DROP TABLE IF EXISTS temp.new")
                 cur.execute("DROP TABLE IF EXISTS temp.gone")
                 cur.close()
             self.reload_holds()
@@ -251,40 +251,50 @@ class CallIndex:
         return self.last.files
 
     def _compare(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-        """List the table folders into ``temp.listed`` and the files gone since into
-        ``temp.gone``. Returns (files gone, files new)."""
-        cur.execute("CREATE OR REPLACE TEMP TABLE listed (tbl VARCHAR, key VARCHAR)")
-        skip_gone: list[str] = []
+        """List the table folders; the new files' keys into ``temp.new``, the numbers of
+        the files gone into ``temp.gone``. Returns (files gone, files new).
+
+        The listing is compared by the keys' MD5 (``files.h``) as DuckDB reads it from
+        Arrow: holding 300,000 keys as DuckDB strings cost the console 90 MiB that
+        DuckDB's allocator kept (docs/benchmarks.md)."""
+        cur.execute("CREATE OR REPLACE TEMP TABLE new (tbl VARCHAR, key VARCHAR)")
+        cur.execute("CREATE OR REPLACE TEMP TABLE gone (file_no BIGINT)")
         for table in INDEXED:
             keys = self.store.list_keys(table_prefix(table))
-            if not keys:
-                # An archive does not lose a whole table: more likely an unmounted
-                # volume or a wrong prefix. Keep what the index has.
-                skip_gone.append(table)
-            cur.register("listing", pa.table({"key": pa.array(keys, pa.string())}))
+            listing = pa.table({"key": pa.array(keys, pa.string())})
+            empty = not keys
             del keys
+            cur.register("listing", listing)
             try:
                 cur.execute(
-                    "INSERT INTO temp.listed SELECT ?, key FROM listing "
-                    "WHERE regexp_matches(key, ?)",
-                    [table, _KEY_PATTERN],
+                    "CREATE OR REPLACE TEMP TABLE listed AS "
+                    "SELECT md5_number_lower(key) AS h FROM listing"
                 )
+                cur.execute(
+                    "INSERT INTO temp.new SELECT ?, key FROM listing "
+                    "WHERE regexp_matches(key, ?) AND md5_number_lower(key) NOT IN "
+                    "(SELECT h FROM files WHERE tbl = ?)",
+                    [table, _KEY_PATTERN, table],
+                )
+                if empty:
+                    # An archive does not lose a whole table: more likely an unmounted
+                    # volume or a wrong prefix. Keep what the index has.
+                    if self.count():
+                        log.warning("calls index: no %s files listed; kept as they are", table)
+                else:
+                    cur.execute(
+                        "INSERT INTO temp.gone SELECT file_no FROM files "
+                        "WHERE tbl = ? AND h NOT IN (SELECT h FROM temp.listed)",
+                        [table],
+                    )
             finally:
                 cur.unregister("listing")
-        cur.execute(
-            "CREATE OR REPLACE TEMP TABLE gone AS SELECT file_no FROM files f "
-            "WHERE f.tbl NOT IN (SELECT unnest(?::VARCHAR[])) "
-            "AND NOT EXISTS (SELECT 1 FROM temp.listed l WHERE l.key = f.key)",
-            [skip_gone],
-        )
-        gone_rows = cur.execute("SELECT count(*) FROM temp.gone").fetchall()
-        new_rows = cur.execute(
-            "SELECT count(*) FROM temp.listed l "
-            "WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = l.key)"
-        ).fetchall()
-        if skip_gone and self.count():
-            log.warning("calls index: no files listed for %s; kept as they are", skip_gone)
-        return int(gone_rows[0][0]), int(new_rows[0][0])
+                cur.execute("DROP TABLE IF EXISTS temp.listed")
+                del listing
+                pa.default_memory_pool().release_unused()
+        gone = cur.execute("SELECT count(*) FROM temp.gone").fetchall()
+        new = cur.execute("SELECT count(*) FROM temp.new").fetchall()
+        return int(gone[0][0]), int(new[0][0])
 
     def _forget(self, cur: duckdb.DuckDBPyConnection, count: int) -> None:
         """Delete the rows of the files in ``temp.gone``, with their entries."""
@@ -299,33 +309,31 @@ class CallIndex:
             raise
         log.info("calls index: %d table files left the archive; their rows are gone", count)
 
-    def _plan_sql(self) -> str:
-        """The next :data:`CHUNK` new files, numbered after the last one the index has."""
+    def _plan_sql(self, chunk: int) -> str:
+        """Chunk ``chunk`` of the new files (:data:`CHUNK` a chunk), numbered after the
+        last file the index has."""
         return (
             "SELECT (SELECT coalesce(max(file_no), 0) FROM files) "
-            "+ row_number() OVER (ORDER BY l.key) AS file_no, l.tbl, l.key, "
-            f"CAST(regexp_extract(l.key, '{_KEY_PATTERN}', 1) AS DATE) AS date "
-            "FROM temp.listed l WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.key = l.key) "
-            f"ORDER BY file_no LIMIT {CHUNK}"
+            "+ row_number() OVER (ORDER BY n.key) AS file_no, n.tbl, n.key, "
+            f"CAST(regexp_extract(n.key, '{_KEY_PATTERN}', 1) AS DATE) AS date "
+            f"FROM (SELECT * FROM temp.new ORDER BY key LIMIT {CHUNK} OFFSET {chunk * CHUNK}) n"
         )
 
-    def _read_here(self, cur: duckdb.DuckDBPyConnection) -> LoadReport:
-        """Read the new files in this process, a chunk at a time."""
+    def _read_here(self, cur: duckdb.DuckDBPyConnection, count: int) -> LoadReport:
+        """Read the ``count`` new files in this process, a chunk at a time (files that
+        failed for now are left for the next refresh)."""
         total = LoadReport()
-        while not self._closing.is_set():
-            rows = cur.execute(self._plan_sql()).fetchall()
-            plan = [PlannedFile(no, table, key, date.isoformat()) for no, table, key, date in rows]
-            if not plan:
+        for chunk in range(0, -(-count // CHUNK)):
+            if self._closing.is_set():
                 break
+            rows = cur.execute(self._plan_sql(chunk)).fetchall()
+            plan = [PlannedFile(no, table, key, date.isoformat()) for no, table, key, date in rows]
             create_stage(cur, temporary=True)
             try:
-                report = load_files(cur, self.store, plan, readers=self.readers)
+                total.add(load_files(cur, self.store, plan, readers=self.readers))
                 self._merge(cur, "")
             finally:
                 drop_stage(cur)
-            total.add(report)
-            if report.files == 0 or len(plan) < CHUNK:
-                break  # what is left failed for now: the next refresh tries again
         return total
 
     def _read_in_child(self, cur: duckdb.DuckDBPyConnection, count: int) -> LoadReport:
@@ -335,13 +343,13 @@ class CallIndex:
         stage = self._stage_path()
         attach = "ATTACH '" + str(stage).replace("'", "''") + "' AS stage"
         total = LoadReport()
-        for _ in range(0, count, CHUNK):
+        for chunk in range(0, -(-count // CHUNK)):
             if self._closing.is_set():
                 break
             stage.unlink(missing_ok=True)
             cur.execute(attach)
             try:
-                cur.execute(f"CREATE TABLE stage.plan AS {self._plan_sql()}")
+                cur.execute(f"CREATE TABLE stage.plan AS {self._plan_sql(chunk)}")
             finally:
                 cur.execute("DETACH stage")
             self._child = ChildBuild(
@@ -364,8 +372,6 @@ class CallIndex:
                 self._child = None
                 stage.unlink(missing_ok=True)
             total.add(report)
-            if report.files == 0:
-                break  # nothing readable now: the next refresh tries again
         return total
 
     def _merge(self, cur: duckdb.DuckDBPyConnection, source: str) -> None:
@@ -374,7 +380,10 @@ class CallIndex:
         try:
             for table, idx in INDEXED.items():
                 cur.execute(f"INSERT INTO {idx} SELECT * FROM {source}{STAGED[table]}")
-            cur.execute(f"INSERT INTO files SELECT * FROM {source}new_files")
+            cur.execute(
+                "INSERT INTO files SELECT file_no, tbl, key, md5_number_lower(key) "
+                f"FROM {source}new_files"
+            )
             cur.commit()
         except BaseException:
             cur.rollback()

@@ -7,7 +7,8 @@ it, docs/console.md describes it)::
     segments_idx   call_id, recording_id, track, speaker, segment, start_ms, end_ms, text
     metrics_idx    every metrics row; the view call_metrics keeps track = 'call'
     holds_idx      recording ids under an active legal hold (``holds/``, re-read each refresh)
-    files          every table file read: file_no, tbl, key (the archive key)
+    files          every table file read: file_no, tbl, key (the archive key), and h, the
+                   key's 64-bit MD5 (the listing is compared by h: no strings to hold)
     erased         recording ids whose tombstone was applied (their rows deleted)
     meta           name -> value: the fingerprint, and ``complete`` once a first load ended
 
@@ -35,7 +36,7 @@ from schemas.tables import PARTITION_COLUMN, TABLES
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 """Bump when the layout of this file changes in a way the columns do not show."""
 
 SEGMENT_COLUMNS = (
@@ -95,7 +96,7 @@ def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     create_data_tables(con)
     con.execute("CREATE VIEW call_metrics AS SELECT * FROM metrics_idx WHERE track = 'call'")
     con.execute("CREATE TABLE holds_idx (recording_id VARCHAR PRIMARY KEY)")
-    con.execute("CREATE TABLE files (file_no BIGINT, tbl VARCHAR, key VARCHAR)")
+    con.execute("CREATE TABLE files (file_no BIGINT, tbl VARCHAR, key VARCHAR, h UBIGINT)")
     con.execute("CREATE TABLE erased (recording_id VARCHAR)")
     con.execute("CREATE TABLE meta (name VARCHAR, value VARCHAR)")
     con.execute("INSERT INTO meta VALUES ('fingerprint', ?)", [fingerprint()])
