@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 FILE_NAME = "index.duckdb"
 CHILD_FROM = 1000
 """Files to read from which the work goes to a child process."""
-CHUNK = 50_000
+CHUNK = 20_000
 """Files read before their rows are merged (a long load keeps its progress)."""
 _KEY_PATTERN = r"^tables/[^/]+/date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$"
 
@@ -94,7 +94,7 @@ class CallIndex:
         directory: str | None = None,
         memory_mb: int = 96,
         archive: ArchiveSettings | None = None,
-        build_memory_mb: int = 256,
+        build_memory_mb: int = 128,
         readers: int = 16,
         child_from: int = CHILD_FROM,
         spawn: bool = True,

@@ -12,8 +12,8 @@ lacks read as null, others are dropped; each row gets its file's ``date`` and
 ``file_no``):
 
 - **local archive**: DuckDB's ``read_parquet`` over :data:`LOCAL_BATCH` files a
-  statement, by path. Measured 0.3 ms a file against 0.8 ms through pyarrow one file
-  at a time (docs/benchmarks.md, review console).
+  statement, by path: 0.3 to 0.6 ms a file on the shared benchmark machine, against 0.8
+  to 1.2 ms through pyarrow one file at a time (docs/benchmarks.md, review console).
 - **any store (S3)**: ``readers`` threads fetch the objects through the store (the
   round trips overlap) and pyarrow decodes them; :data:`FETCH_BATCH` files an append.
 
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 STAGED = {table: f"new_{table}" for table in INDEXED}
 """Archive table -> stage table."""
-LOCAL_BATCH = 2000
-"""Local files one ``read_parquet`` statement reads."""
+LOCAL_BATCH = 500
+"""Local files one ``read_parquet`` statement reads (2,000 took more memory and time)."""
 FETCH_BATCH = 500
 """Files fetched through the store before one append: bounds the memory of a load."""
 

@@ -52,7 +52,7 @@ class ConsoleSettings(ArchiveSettings):
     console_index_memory_mb: int = Field(default=96, ge=32)
     """Memory the calls index may hold (DuckDB's memory_limit); the rest of the index
     stays in its file and is read back as pages are needed."""
-    console_index_build_memory_mb: int = Field(default=256, ge=32)
+    console_index_build_memory_mb: int = Field(default=128, ge=32)
     """DuckDB memory of the child process that loads many table files at once (the first
     load, a long catch-up); it exits when done."""
     console_index_readers: int = Field(default=16, ge=1, le=256)
