@@ -3,8 +3,8 @@
 Reading a hundred thousand Parquet files leaves a process larger than the index it
 built (allocator fragmentation, per-file metadata: 366 MiB after loading 100,000
 recordings, docs/benchmarks.md), and the console runs for weeks. So large loads run in
-a short-lived child, ``python -m console.indexbuild``, in one of two modes
-(console/index.py decides):
+a short-lived child (console/indexchild.py, ``python -m console.indexchild``), in one of
+two modes (console/index.py decides):
 
 - ``build``: the first load. The console has not opened the index file yet; the child
   opens it, reads every table file in (as a console would, a chunk at a time) and
@@ -16,7 +16,7 @@ a short-lived child, ``python -m console.indexbuild``, in one of two modes
 
 Either way the child prints a JSON report on stdout and exits, and its memory with it.
 What to read from comes on stdin (the archive's settings, S3 keys included: never on a
-command line). A child whose console is gone stops.
+command line). This module is the console's side of it.
 """
 
 from __future__ import annotations
@@ -26,10 +26,7 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -72,7 +69,7 @@ class ChildBuild:
     def run(self) -> LoadReport:
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "console.indexbuild"],
+            [sys.executable, "-m", "console.indexchild"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -105,66 +102,3 @@ class ChildBuild:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def _open_store(spec: dict[str, Any]) -> ObjectStore:
-    if "local" in spec:
-        return LocalStore(Path(spec["local"]))
-    return ArchiveSettings(**spec["archive"]).open_store()
-
-
-def _stop_with_parent() -> None:
-    """Exit when the console that started this process is gone (killed without a chance
-    to stop it): the index file must not stay locked by an orphan."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(3)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _stage(spec: dict[str, Any], store: ObjectStore) -> LoadReport:
-    from console.indexdb import connect
-    from console.loader import PlannedFile, create_stage, load_files
-
-    con = connect(Path(spec["stage"]), spec["memory_mb"])
-    plan = [
-        PlannedFile(file_no, table, key, date.isoformat())
-        for file_no, table, key, date in con.execute(
-            "SELECT file_no, tbl, key, date FROM plan ORDER BY file_no"
-        ).fetchall()
-    ]
-    create_stage(con, temporary=False)
-    report = load_files(con, store, plan, readers=spec["readers"])
-    con.execute("DROP TABLE plan")
-    con.execute("CHECKPOINT")
-    con.close()
-    return report
-
-
-def main() -> int:
-    """The child: what stdin says, then its report on stdout."""
-    spec = json.loads(sys.stdin.read())
-    logging.basicConfig(
-        level=spec.get("log_level", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    _stop_with_parent()
-    store = _open_store(spec["store"])
-    if spec["mode"] == "build":
-        from console.index import build
-
-        report = build(store, spec["directory"], spec["memory_mb"], spec["readers"])
-    else:
-        report = _stage(spec, store)
-    print(json.dumps(asdict(report)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
