@@ -42,8 +42,10 @@ def _refused(command: str, settings: IngestSettings) -> bool:
 
 def run_until_signalled(
     main: Callable[[asyncio.Event], Awaitable[None]],
+    event_loop: str = "asyncio",
 ) -> None:
-    """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT."""
+    """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT, on the event loop
+    named by ``event_loop`` (``CALLREC_EVENT_LOOP``: ``uvloop`` or ``asyncio``)."""
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -52,7 +54,13 @@ def run_until_signalled(
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    if event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner_:
+            runner_.run(runner())
+    else:
+        asyncio.run(runner())
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -73,7 +81,7 @@ def _ingest(args: argparse.Namespace) -> int:
         log.info("SIGTERM: draining for up to %.0fs", settings.ingest_drain_grace_s)
         await server.drain()
 
-    run_until_signalled(main)
+    run_until_signalled(main, settings.event_loop)
     return 0
 
 
@@ -91,7 +99,7 @@ def _recorder(args: argparse.Namespace) -> int:
         service = wiring.recorder_service(settings, store)
         await run_with_probes(service, settings.recorder_host, settings.recorder_port, stop)
 
-    run_until_signalled(main)
+    run_until_signalled(main, settings.event_loop)
     return 0
 
 
@@ -117,7 +125,7 @@ def _analyzer(args: argparse.Namespace) -> int:
         service = wiring.analyzer_service(settings, store, transcriber)
         await run_with_probes(service, settings.analyzer_host, settings.analyzer_port, stop)
 
-    run_until_signalled(main)
+    run_until_signalled(main, settings.event_loop)
     return 0
 
 
@@ -182,7 +190,7 @@ def _up(args: argparse.Namespace) -> int:
                   f"console http://<host>:{embedded.console.port}/", flush=True)
         await running
 
-    run_until_signalled(main)
+    run_until_signalled(main, settings.event_loop)
     return 0
 
 

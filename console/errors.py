@@ -4,6 +4,7 @@
 
     ConsoleError
     ├── UsersFileError      the users file is unreadable or has a bad line (start-up)
+    ├── ExportKeyError      the export signing key file is unreadable or not a key (start-up)
     └── BadRequest          a query string or Range header the console cannot serve (400/416)
         └── RangeNotSatisfiable   416: a Range outside the object
 """
@@ -16,6 +17,10 @@ class ConsoleError(Exception):
 
 
 class UsersFileError(ConsoleError):
+    pass
+
+
+class ExportKeyError(ConsoleError):
     pass
 
 

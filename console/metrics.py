@@ -35,3 +35,19 @@ VERIFY_FINISHED = Gauge(
     "callrec_console_verify_last_run_timestamp_seconds",
     "When the last recorded callrec verify finished (Unix time); absent before one",
 )
+LOGIN_FAILURES = Counter(
+    "callrec_console_login_failures_total",
+    "Logins refused: a wrong user name or password (password), or an attempt refused "
+    "unchecked after too many failures (throttled)",
+    ["reason"],
+)
+HOLD_CHANGES = Counter(
+    "callrec_console_hold_changes_total",
+    "Legal holds placed (set) or released (clear) from the console",
+    ["action"],
+)
+EXPORTS = Counter(
+    "callrec_console_exports_total",
+    "Evidence bundles exported from the console, by outcome (ok, failed)",
+    ["outcome"],
+)

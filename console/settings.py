@@ -60,6 +60,21 @@ class ConsoleSettings(ArchiveSettings):
     a local archive is read by DuckDB directly)."""
     console_peaks_cache: int = Field(default=64, ge=0)
     """Waveform peaks computed for recordings archived without them, kept in memory."""
+    console_login_max_failures: int = Field(default=5, ge=0)
+    """Failed logins of one user name within ``CALLREC_CONSOLE_LOGIN_WINDOW_S`` after which
+    further attempts are refused (429 with Retry-After) until the oldest age out; 0: no
+    limit. A successful login clears the count."""
+    console_login_max_address_failures: int = Field(default=20, ge=0)
+    """Failed logins from one client address within the window after which its attempts
+    are refused (429); 0: no limit. Behind a proxy that is not in
+    ``CALLREC_CONSOLE_TRUSTED_PROXIES`` every client has the proxy's address."""
+    console_login_window_s: float = Field(default=900.0, gt=0)
+    """The window, in seconds, over which failed logins are counted."""
+    console_export_signing_key_file: str | None = None
+    """File holding the Ed25519 private key that signs evidence exports (PEM or base64, as
+    ``CALLREC_EXPORT_SIGNING_KEY``; on Kubernetes mounted from a Secret). Read at start-up
+    (a bad key stops the console) and at each export. Unset: the call page has no export
+    button and ``POST /calls/<id>/export`` answers 409."""
 
     @field_validator("console_trusted_proxies", "console_proxy_roles", mode="before")
     @classmethod

@@ -136,7 +136,7 @@ def encode_pcm(samples: Samples, codec: Codec) -> bytes:
     return table[mono.view(np.uint16)].tobytes()
 
 
-def decode_pcm(data: bytes, codec: Codec) -> Samples:
+def decode_pcm(data: bytes | memoryview, codec: Codec) -> Samples:
     """Decode ``codec`` bytes into mono int16 samples."""
     if codec.encoding == "L16":
         if len(data) % 2:

@@ -98,15 +98,23 @@ class PeaksBuilder:
             size = int.from_bytes(self._head[self._skip - 4 : self._skip], "little")
             self._data_left = size
             block, self._head = self._head[self._skip :], b""
-        take = block[: self._data_left]
-        self._data_left -= len(take)
-        self._pending += take
-        whole = len(self._pending) - len(self._pending) % self._window
+        data = memoryview(block)[: self._data_left]
+        self._data_left -= len(data)
+        if self._pending:  # complete the window begun by the previous block first
+            need = self._window - len(self._pending)
+            self._pending += data[:need]
+            data = data[need:]
+            if len(self._pending) < self._window:
+                return
+            self._reduce(bytes(self._pending))
+            self._pending.clear()
+        # Whole windows straight from the caller's block (no copy), the rest kept.
+        whole = len(data) - len(data) % self._window
         if whole:
-            self._reduce(bytes(self._pending[:whole]))
-            del self._pending[:whole]
+            self._reduce(data[:whole])
+        self._pending += data[whole:]
 
-    def _reduce(self, data: bytes) -> None:
+    def _reduce(self, data: bytes | memoryview) -> None:
         channels = len(self.tracks)
         frame = self.codec.sample_width * channels
         data = data[: len(data) - len(data) % frame]
@@ -118,15 +126,18 @@ class PeaksBuilder:
         self._samples += samples.shape[0]
         per_window = self.codec.sample_rate * WINDOW_MS // 1000
         full = samples.shape[0] - samples.shape[0] % per_window
-        parts = [samples[:full].reshape(-1, per_window, channels)] if full else []
+        # Channel-major and contiguous: numpy reduces a contiguous last axis about 15x
+        # faster than the middle axis of interleaved frames.
+        planar = np.ascontiguousarray(samples.T)
+        parts = [planar[:, :full].reshape(channels, -1, per_window)] if full else []
         if full < samples.shape[0]:  # the last, short window (only at the end)
-            parts.append(samples[full:].reshape(1, -1, channels))
+            parts.append(planar[:, full:].reshape(channels, 1, -1))
         for part in parts:
-            lows = (part.min(axis=1).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
-            highs = (part.max(axis=1).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
+            lows = (part.min(axis=2).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
+            highs = (part.max(axis=2).astype(np.int32) // 256).clip(-127, 127).astype(np.int8)
             for c in range(channels):
-                self._mins[c].append(lows[:, c])
-                self._maxs[c].append(highs[:, c])
+                self._mins[c].append(lows[c])
+                self._maxs[c].append(highs[c])
 
     def finish(self) -> Peaks:
         if self._pending:

@@ -29,6 +29,9 @@ class ServiceSettings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the service's root logger."""
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """Event loop of the service's process: ``uvloop`` (libuv, in C: less CPU per socket
+    read and write; docs/benchmarks.md, "Cost per call") or Python's own ``asyncio``."""
 
 
 class KafkaSettings(ServiceSettings):

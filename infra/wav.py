@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -122,13 +123,19 @@ def wav_header(codec: Codec, channels: int, data_bytes: int) -> bytes:
 
 
 def write_wav(
-    out_path: Path, codec: Codec, track_files: list[Path], lengths: list[int]
+    out_path: Path,
+    codec: Codec,
+    track_files: list[Path],
+    lengths: list[int],
+    tee: Callable[[bytes], None] | None = None,
 ) -> tuple[int, str]:
     """Interleave raw track files into the WAV ``out_path``; return (size, sha256 hex).
 
     ``track_files[i]`` becomes channel ``i`` and holds ``lengths[i]`` bytes of
     ``codec`` samples (whole samples); every channel is padded with silence to
-    the longest. Reads and writes ``BLOCK_FRAMES`` frames at a time.
+    the longest. Reads and writes ``BLOCK_FRAMES`` frames at a time. ``tee``, when
+    given, sees every byte written, in order (the recorder's waveform peaks are
+    computed from it instead of reading the file back).
     """
     channels = len(track_files)
     if channels != len(lengths):
@@ -147,6 +154,8 @@ def write_wav(
         inputs = [stack.enter_context(open(p, "rb")) for p in track_files]
         out = stack.enter_context(open(out_path, "wb"))
         out.write(header)
+        if tee is not None:
+            tee(header)
         for first in range(0, frames, BLOCK_FRAMES):
             n = min(BLOCK_FRAMES, frames - first)
             block = np.empty((n, channels), dtype)
@@ -163,6 +172,8 @@ def write_wav(
             chunk = block.tobytes()
             out.write(chunk)
             digest.update(chunk)
+            if tee is not None:
+                tee(chunk)
         if data_bytes & 1:
             out.write(b"\0")
             digest.update(b"\0")

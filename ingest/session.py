@@ -1,7 +1,7 @@
 """What one Wavix connection has said so far, and what it may say next (no I/O).
 
 A connection goes ``connected`` → ``start`` → ``media``* → ``stop``. The session
-turns each frame into at most one Kafka record and enforces the rules below;
+turns each message into at most one Kafka record (or media frame) and enforces the rules below;
 a rule broken by one message skips that message (``SkippedMessage`` or a
 ``ProtocolError`` from ``schemas``), never the stream:
 
@@ -54,8 +54,11 @@ class StreamSession:
     def stream_id(self) -> str | None:
         return self.start.stream_id if self.start else None
 
-    def receive(self, data: bytes | bytearray | memoryview | str) -> envelope.Record | None:
-        """Take one frame; return the record to publish, if any.
+    def receive(
+        self, data: bytes | bytearray | memoryview | str
+    ) -> envelope.Record | envelope.MediaFrame | None:
+        """Take one message; return what to publish, if anything: a record, or for a
+        ``media`` message its frame (``OpenStream`` batches or wraps it).
 
         Raises ``ProtocolError`` or ``SkippedMessage`` for a message to skip.
         """
@@ -124,21 +127,35 @@ class StreamSession:
             seq=event.sequence_number,
         )
 
-    def _media(self, event: wavix.Media) -> envelope.MediaChunk:
+    def _media(self, event: wavix.Media) -> envelope.MediaFrame:
         start = self._check_stream(event.call_id, event.stream_id)
         body = event.media
         track = self._track(start, body.track)
         self.chunks += 1
-        return envelope.MediaChunk(
-            call_id=event.call_id,
-            stream_id=event.stream_id,
+        # A frame, not a MediaChunk: the stream's coalescing window takes frames, and the
+        # fields every chunk of the stream shares are added once (``chunk_record``).
+        return envelope.MediaFrame(
             track=track,
             chunk=body.chunk,
             timestamp_ms=body.timestamp,
-            codec=self.codec.id,
             payload=body.payload,
             received_ns=time.time_ns(),
             seq=event.sequence_number,
+        )
+
+    def chunk_record(self, frame: envelope.MediaFrame) -> envelope.MediaChunk:
+        """``frame`` as a record of its own (coalescing off: one record per frame)."""
+        assert self.start is not None  # frames only follow an accepted start
+        return envelope.MediaChunk(
+            call_id=self.start.call_id,
+            stream_id=self.start.stream_id,
+            track=frame.track,
+            chunk=frame.chunk,
+            timestamp_ms=frame.timestamp_ms,
+            codec=self.codec.id,
+            payload=frame.payload,
+            received_ns=frame.received_ns,
+            seq=frame.seq,
         )
 
     def _check_stream(self, call_id: str, stream_id: str) -> wavix.Start:

@@ -210,13 +210,14 @@ class OpenStream:
             if session.stopped:
                 self.flush()
             return
-        if type(record) is envelope.MediaChunk:
+        if isinstance(record, envelope.MediaFrame):
             hot.messages["media"] += 1
             hot.audio_bytes += len(record.payload)
             if server.coalesce_s:
                 self._coalesce(record)
                 return
             hot.published_frames += 1
+            record = session.chunk_record(record)
         else:
             self.flush()  # a mark follows the frames read before it
             hot.messages[_EVENT_OF[type(record)]] += 1
@@ -249,14 +250,11 @@ class OpenStream:
         if unacked[0].done() or publisher.failures != self.failures_seen:
             self.collect_acks()
 
-    def _coalesce(self, chunk: envelope.MediaChunk) -> None:
+    def _coalesce(self, frame: envelope.MediaFrame) -> None:
         """Add a frame to the stream's window; write the batch at once when it is full."""
         frames = self.frames
-        frames.append(envelope.MediaFrame(
-            track=chunk.track, chunk=chunk.chunk, timestamp_ms=chunk.timestamp_ms,
-            payload=chunk.payload, received_ns=chunk.received_ns, seq=chunk.seq,
-        ))
-        self.frame_bytes += len(chunk.payload)
+        frames.append(frame)
+        self.frame_bytes += len(frame.payload)
         if len(frames) == 1:
             self.server.window_opened(self)
         if (len(frames) >= self.server.coalesce_max_frames

@@ -67,7 +67,12 @@ class S3Store:
                 retries={"mode": "standard", "max_attempts": 3},
                 connect_timeout=5,
                 read_timeout=60,
-                s3={"addressing_style": "path"} if endpoint_url else None,
+                # Every upload carries its SHA-256 in a signed x-amz-checksum-sha256 header,
+                # which S3 checks against the body: signing the payload too (botocore does
+                # over plain HTTP, e.g. an in-cluster MinIO) would hash each object a second
+                # time on our CPU for no extra protection.
+                s3={"payload_signing_enabled": False,
+                    **({"addressing_style": "path"} if endpoint_url else {})},
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),

@@ -340,6 +340,7 @@ EVERY_MANAGED_SETTING = {
     "ingest.auth.existingSecret": "tokens",
     "control.auth.existingSecret": "control",
     "console.auth.existingSecret": "console",
+    "console.export.existingSecret": "console-export",
 }
 
 
@@ -890,6 +891,37 @@ def test_console_deployment_service_and_ingress(helm: str, rendered: dict[str, R
     # Without users nobody can log in but through a trusted proxy: no users file is named.
     bare = env_of(rendered["default"], rendered["default"].deployments()["console"])
     assert "CALLREC_CONSOLE_USERS_FILE" not in bare
+    assert "CALLREC_CONSOLE_EXPORT_SIGNING_KEY_FILE" not in bare  # no export button
+
+
+def test_console_tmp_fits_an_export(rendered: dict[str, Rendered]) -> None:
+    """An evidence export is staged in the console's /tmp: about the call's WAV."""
+    def tmp_limit(component: str) -> str:
+        spec = rendered["default"].deployments()[component]["spec"]["template"]["spec"]
+        (tmp,) = [v for v in spec["volumes"] if v["name"] == "tmp"]
+        return str(tmp["emptyDir"]["sizeLimit"])
+
+    values = load_yaml(CHART / "values.yaml")
+    assert tmp_limit("console") == values["console"]["tmpSizeLimit"] == "3Gi"
+    assert tmp_limit("ingest") == values["tmpSizeLimit"]
+
+
+def test_console_export_key_is_a_mounted_secret_file(helm: str) -> None:
+    manifests = render(helm, set_values={"console.export.existingSecret": "evidence-key"})
+    deployment = manifests.deployments()["console"]
+    env = env_of(manifests, deployment)
+    assert env["CALLREC_CONSOLE_EXPORT_SIGNING_KEY_FILE"] == "/etc/callrec/export/signing.key"
+    spec = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["export-signing-key"]["secret"] == {
+        "secretName": "evidence-key",
+        "defaultMode": 0o440,
+        "items": [{"key": "export-signing-key", "path": "signing.key"}],
+    }
+    mounts = {m["name"]: m for m in container(deployment)["volumeMounts"]}
+    assert mounts["export-signing-key"] == {
+        "name": "export-signing-key", "mountPath": "/etc/callrec/export", "readOnly": True
+    }
 
 
 def test_analyzer_shutdown_and_startup(rendered: dict[str, Rendered], profile: str) -> None:

@@ -3,22 +3,34 @@ made by the real pipeline: simulate -> ingest -> Kafka -> recorder -> MinIO -> a
 (faster-whisper tiny.en), plus recordings archived and analysed by the same code with a
 scripted transcript (hostile text, and one whose WAV the test damages).
 
-The archive is built once for the module; the console serves it from MinIO with uvicorn
-on port 0. Screenshots of the calls page and a call page are saved into the test's tmp
-directory, and into ``$CALLREC_SCREENSHOT_DIR`` when set (docs/img for docs/console.md).
+The archive is built once for the module, in a MinIO bucket with Object Lock (so a legal
+hold is the real S3 one); the console serves it from MinIO with uvicorn on port 0, with an
+export signing key. Screenshots of the calls page, a call page and the compliance role's
+call page are saved into the test's tmp directory, and into ``$CALLREC_SCREENSHOT_DIR``
+when set (docs/img for docs/console.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -28,6 +40,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from callrec import simulator, wiring
+from compliance.export import check_bundle, new_key_pair
 from deploy.local import stack
 from infra.store.local import LocalStore
 from infra.store.s3 import S3Store
@@ -126,7 +139,7 @@ def archive(
 ) -> Archive:
     """Two calls through the whole pipeline, and two archived + analysed by its code."""
     work = tmp_path_factory.mktemp("console-archive")
-    archive = Archive(minio, new_bucket(minio))
+    archive = Archive(minio, new_bucket(minio, object_lock=True))
     archive.recordings = asyncio.run(_run_pipeline(kafka, minio, archive.bucket, work, data_dir))
     hostile = archive_analyzed(
         archive.store,
@@ -148,7 +161,18 @@ def archive(
 
 
 @pytest.fixture(scope="module")
-def console_url(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def export_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(the console's signing key file, the public key PEM a checker holds)."""
+    private, public = new_key_pair()
+    path = tmp_path_factory.mktemp("export-key") / "signing.key"
+    path.write_bytes(private)
+    return path, public.decode()
+
+
+@pytest.fixture(scope="module")
+def console_url(
+    archive: Archive, export_keys: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     users = users_file(tmp_path_factory.mktemp("console-users") / "users")
     settings = console_settings(
         f"s3://{archive.bucket}",
@@ -156,6 +180,8 @@ def console_url(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> I
         s3_endpoint_url=archive.minio.endpoint,
         s3_access_key_id=archive.minio.access_key,
         s3_secret_access_key=archive.minio.secret_key,
+        console_export_signing_key_file=str(export_keys[0]),
+        console_index_refresh_s=3600,  # a hold must show without waiting for a refresh
     )
     with running_console(settings, settings.open_store()) as url:
         yield url.replace("127.0.0.1", "localhost")  # Secure cookies: a secure context
@@ -172,8 +198,20 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
 
 
 @pytest.fixture
-def browser() -> Iterator[WebDriver]:
+def downloads(tmp_path: Path) -> Path:
+    """Where the browser saves downloads."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def browser(downloads: Path) -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     for arg in (
         "--headless=new",
         "--no-sandbox",
@@ -354,14 +392,7 @@ def test_a_viewer_is_refused_audio_and_the_attempt_is_audited(
     assert fetch_status(browser, f"/calls/{rec}/verify", "POST", {"csrf": "forged"}) == 403
     assert fetch_status(browser, "/logout", "POST", {}) == 403
 
-    settings = console_settings(
-        f"s3://{archive.bucket}",
-        Path("/dev/null"),
-        s3_endpoint_url=archive.minio.endpoint,
-        s3_access_key_id=archive.minio.access_key,
-        s3_secret_access_key=archive.minio.secret_key,
-    )
-    con = connect(settings.archive_uri, settings)
+    con = archive_db(archive)
     rows = con.sql(
         "SELECT action, outcome, actor, address FROM audit WHERE target = ? AND "
         "actor = 'viewer' AND outcome = 'denied' ORDER BY seq",
@@ -403,6 +434,307 @@ def test_hostile_call_ids_and_transcripts_render_as_text(
     assert (
         browser.execute_script("return document.querySelectorAll('img, main script').length") == 0
     )
+
+
+def csrf_of(driver: WebDriver) -> str:
+    """The session's CSRF token, as the page's own forms carry it."""
+    return str(driver.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value"))
+
+
+def archive_env(archive: Archive) -> dict[str, str]:
+    """The environment of a `callrec` command on the module's archive."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
+    env.update(
+        {
+            "CALLREC_ARCHIVE_URI": f"s3://{archive.bucket}",
+            "CALLREC_S3_ENDPOINT_URL": archive.minio.endpoint,
+            "CALLREC_S3_ACCESS_KEY_ID": archive.minio.access_key,
+            "CALLREC_S3_SECRET_ACCESS_KEY": archive.minio.secret_key,
+        }
+    )
+    return env
+
+
+def hold_list(archive: Archive) -> list[dict[str, Any]]:
+    """What `callrec hold list --json` shows."""
+    out = subprocess.run(
+        [sys.executable, "-m", "callrec.cli", "hold", "list", "--json"],
+        env=archive_env(archive),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    listed: list[dict[str, Any]] = json.loads(out.stdout)
+    return listed
+
+
+def archive_db(archive: Archive) -> duckdb.DuckDBPyConnection:
+    """`callrec query`'s views (``audit`` among them) over the module's archive."""
+    settings = console_settings(
+        f"s3://{archive.bucket}",
+        Path("/dev/null"),
+        s3_endpoint_url=archive.minio.endpoint,
+        s3_access_key_id=archive.minio.access_key,
+        s3_secret_access_key=archive.minio.secret_key,
+    )
+    return connect(settings.archive_uri, settings)
+
+
+def audit_rows(archive: Archive, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = archive_db(archive).sql(sql, params=params).fetchall()
+    return rows
+
+
+def calls_on_hold(driver: WebDriver, base: str) -> list[str | None]:
+    driver.get(base + "/calls?hold=yes")
+    return [
+        r.get_attribute("data-recording")
+        for r in driver.find_elements(By.CSS_SELECTOR, "#calls tr.call-row")
+    ]
+
+
+def test_a_compliance_officer_holds_exports_and_releases_a_call(
+    browser: WebDriver,
+    console_url: str,
+    archive: Archive,
+    export_keys: tuple[Path, str],
+    downloads: Path,
+    shots: list[Path],
+) -> None:
+    call_id, rec = next((c, r) for c, r in archive.recordings.items() if c.startswith("jfk"))
+    wav = f"recordings/{rec}/audio.wav"
+    assert not archive.store.lock_state(wav).legal_hold
+    log_in(browser, console_url, "compliance", f"/calls/{rec}")
+    reason = "matter 2025-031 <subpoena>"
+    browser.find_element(By.ID, "hold-reason").send_keys(reason)
+    browser.find_element(By.ID, "place-hold").click()
+    notice = wait(browser, lambda d: d.find_elements(By.ID, "notice"), "the hold's notice")[0]
+    assert notice.text.startswith("Legal hold placed on ")
+    assert browser.find_element(By.ID, "hold").text.startswith("on hold")
+    assert reason in browser.find_element(By.ID, "hold-detail").text
+    assert browser.find_elements(By.ID, "release-hold") and browser.find_elements(By.ID, "export")
+    save(browser, shots, "console-compliance.png")
+
+    # MinIO holds every object of the recording; `callrec hold list` shows the record.
+    for key in archive.store.list_keys(f"recordings/{rec}/"):
+        assert archive.store.lock_state(key).legal_hold, key
+    [listed] = [h for h in hold_list(archive) if h["recording_id"] == rec]
+    assert (listed["active"], listed["reason"], listed["set_by"]) == (True, reason, "compliance")
+    # The calls page's filter finds it at once (the index refreshes hourly in this test).
+    assert calls_on_hold(browser, console_url) == [rec]
+    browser.find_element(By.ID, "nav-holds").click()
+    wait(browser, lambda d: d.find_elements(By.ID, "holds"), "the holds page")
+    held = browser.find_elements(By.CSS_SELECTOR, "#holds tr.hold-row")
+    assert [r.get_attribute("data-recording") for r in held] == [rec]
+    assert reason in held[0].text
+    assert audit_rows(
+        archive,
+        "SELECT actor, address, detail->>'reason' FROM audit WHERE action = 'hold.set' "
+        "AND detail->>'recording_id' = ?",
+        [rec],
+    ) == [("compliance", "127.0.0.1", reason)]
+
+    # The signed bundle downloads, checks offline and holds the WAV the manifest names.
+    browser.get(f"{console_url}/calls/{rec}")
+    browser.find_element(By.ID, "export").click()
+
+    def downloaded(_: WebDriver) -> list[Path]:
+        done = list(downloads.glob("*.zip"))
+        return done if done and not list(downloads.glob("*.crdownload")) else []
+
+    [bundle] = wait(browser, downloaded, "the bundle downloaded")
+    assert bundle.name == f"{call_id}-evidence.zip"
+    check = check_bundle(bundle, export_keys[1])
+    assert check.ok, check.problems
+    manifest = json.loads(archive.store.get_bytes(f"recordings/{rec}/manifest.json"))
+    wav_sha = next(o["sha256"] for o in manifest["objects"] if o["key"] == wav)
+    with zipfile.ZipFile(bundle) as zf:
+        assert hashlib.sha256(zf.read(f"{rec}/audio.wav")).hexdigest() == wav_sha
+    assert audit_rows(
+        archive,
+        "SELECT actor, address FROM audit WHERE action = 'export' AND target = ?",
+        [call_id],
+    ) == [("compliance", "127.0.0.1")]
+    assert not [k for k in archive.store.list_keys("") if k.endswith(".zip")]
+
+    # Release: the objects are free again, the filter no longer finds it.
+    browser.get(f"{console_url}/calls/{rec}")
+    browser.find_element(By.ID, "release-reason").send_keys("matter closed")
+    browser.find_element(By.ID, "release-hold").click()
+    notice = wait(browser, lambda d: d.find_elements(By.ID, "notice"), "the release notice")[0]
+    assert notice.text.startswith("Legal hold released")
+    assert browser.find_element(By.ID, "hold").text.startswith("none")
+    assert not archive.store.lock_state(wav).legal_hold
+    assert calls_on_hold(browser, console_url) == []
+    assert [h["recording_id"] for h in hold_list(archive)] == []
+    assert audit_rows(
+        archive,
+        "SELECT actor, detail->>'reason' FROM audit WHERE action = 'hold.clear' "
+        "AND detail->>'recording_id' = ?",
+        [rec],
+    ) == [("compliance", "matter closed")]
+
+
+@pytest.mark.parametrize("role", ["viewer", "listener"])
+def test_other_roles_get_no_hold_or_export_and_the_attempt_is_audited(
+    browser: WebDriver, console_url: str, archive: Archive, role: str
+) -> None:
+    rec = archive.recordings["damaged-1"]
+    log_in(browser, console_url, role, f"/calls/{rec}")
+    assert not browser.find_elements(By.ID, "compliance")
+    assert not browser.find_elements(By.ID, "nav-holds")
+    token = csrf_of(browser)
+    for action in ("hold", "release", "export"):
+        status = fetch_status(
+            browser, f"/calls/{rec}/{action}", "POST", {"csrf": token, "reason": "mine"}
+        )
+        assert status == 403, action
+    assert fetch_status(browser, "/holds") == 403
+    assert not archive.store.lock_state(f"recordings/{rec}/audio.wav").legal_hold
+    denied = audit_rows(
+        archive,
+        "SELECT DISTINCT action FROM audit WHERE actor = ? AND outcome = 'denied' AND target = ?",
+        [role, rec],
+    )
+    assert {"hold.set", "hold.clear", "export"} <= {a for (a,) in denied}
+
+
+def test_a_hold_without_the_csrf_token_is_refused(
+    browser: WebDriver, console_url: str, archive: Archive
+) -> None:
+    rec = archive.recordings["damaged-1"]
+    log_in(browser, console_url, "compliance", f"/calls/{rec}")
+    assert fetch_status(browser, f"/calls/{rec}/hold", "POST", {"reason": "x"}) == 403
+    assert fetch_status(browser, f"/calls/{rec}/export", "POST", {}) == 403
+    assert not archive.store.lock_state(f"recordings/{rec}/audio.wav").legal_hold
+    assert not [h for h in hold_list(archive) if h["recording_id"] == rec]
+
+
+def documented_policy(bucket: str) -> dict[str, Any]:
+    """The console's S3 policy as docs/console.md gives it, for ``bucket``."""
+    text = (Path(__file__).parents[2] / "docs" / "console.md").read_text()
+    block = text.split("**Store credentials:**", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    policy: dict[str, Any] = json.loads(
+        block.replace("arn:aws:s3:::callrec", f"arn:aws:s3:::{bucket}")
+    )
+    return policy
+
+
+def test_the_documented_store_policy_lets_the_console_hold_and_export_but_not_delete(
+    archive: Archive, export_keys: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A console whose S3 credentials are limited to docs/console.md's policy (MinIO STS
+    with that session policy) logs in, searches, places and releases a hold and exports;
+    the same credentials cannot delete, overwrite or unlock anything."""
+    import boto3
+    from starlette.testclient import TestClient
+
+    from console.app import Console
+
+    policy = documented_policy(archive.bucket)
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert not {a for a in actions if "Delete" in a or "Bypass" in a}
+    minio = archive.minio
+    creds = boto3.client(
+        "sts",
+        endpoint_url=minio.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=minio.access_key,
+        aws_secret_access_key=minio.secret_key,
+    ).assume_role(
+        RoleArn="arn:minio:iam:::role/console",
+        RoleSessionName="console-policy-test",
+        Policy=json.dumps(policy),
+        DurationSeconds=3600,
+    )["Credentials"]
+    limited = boto3.client(
+        "s3",
+        endpoint_url=minio.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    store = s3_store(minio, archive.bucket)
+    store.client = limited  # S3Store takes no session token; the calls are its own
+    store.check()
+    rec = archive.recordings[XSS_CALL]
+    settings = console_settings(
+        f"s3://{archive.bucket}",
+        users_file(tmp_path / "users"),
+        console_export_signing_key_file=str(export_keys[0]),
+    )
+    with TestClient(Console(settings, store).app(), base_url="https://testserver") as c:
+        deadline = time.monotonic() + WAIT_S
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the index never loaded"
+            time.sleep(0.05)
+        page = c.get("/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token
+        login = {"csrf": token.group(1), "user": "compliance", "password": PASSWORD}
+        assert c.post("/login", data=login, follow_redirects=False).status_code == 303
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/calls?hold=no").text)
+        assert token
+        form = {"csrf": token.group(1), "reason": "policy test"}
+        placed = c.post(f"/calls/{rec}/hold", data=form, follow_redirects=False)
+        assert placed.status_code == 303, placed.text
+        assert archive.store.lock_state(f"recordings/{rec}/audio.wav").legal_hold
+        assert f'data-recording="{rec}"' in c.get("/holds").text
+        bundle = c.post(f"/calls/{rec}/export", data={"csrf": token.group(1)})
+        assert bundle.status_code == 200, bundle.text
+        assert bundle.headers["content-disposition"].startswith('attachment; filename="_script_')
+        (tmp_path / "b.zip").write_bytes(bundle.content)
+        assert check_bundle(tmp_path / "b.zip", export_keys[1]).ok
+        released = c.post(f"/calls/{rec}/release", data=form, follow_redirects=False)
+        assert released.status_code == 303, released.text
+        assert not archive.store.lock_state(f"recordings/{rec}/audio.wav").legal_hold
+
+    import botocore.exceptions
+
+    wav = f"recordings/{rec}/audio.wav"
+    for attempt in (
+        lambda: limited.delete_object(Bucket=archive.bucket, Key=wav),
+        lambda: limited.put_object(Bucket=archive.bucket, Key=wav, Body=b"forged"),
+        lambda: limited.delete_object(Bucket=archive.bucket, Key="audit/000000000000.json"),
+        lambda: limited.put_object_retention(
+            Bucket=archive.bucket,
+            Key=wav,
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": "2030-01-01T00:00:00Z"},
+        ),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+            attempt()
+    assert archive.store.exists(wav)
+
+
+def test_repeated_wrong_passwords_are_answered_429(console_url: str) -> None:
+    """Over real HTTP (uvicorn): five wrong passwords for a user name, then 429 with
+    Retry-After, before any password is checked. (A name of its own: the module's
+    console would refuse a real user for 15 minutes.)"""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(console_url + "/login", timeout=10) as page:
+        match = re.search(r'name="csrf" value="([^"]+)"', page.read().decode())
+        # The session cookie is Secure: urllib keeps it off http://, a browser does not.
+        cookie = page.headers["set-cookie"].split(";")[0]
+    assert match
+    user = f"guesser-{uuid.uuid4().hex[:6]}"
+
+    def attempt(password: str) -> urllib.error.HTTPError:
+        body = urllib.parse.urlencode({"csrf": match.group(1), "user": user, "password": password})
+        request = urllib.request.Request(
+            console_url + "/login", data=body.encode(), headers={"cookie": cookie}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(request, timeout=30)
+        refused.value.close()
+        return refused.value
+
+    assert [attempt(f"wrong-{i}").code for i in range(5)] == [401] * 5
+    throttled = attempt(PASSWORD)
+    assert throttled.code == 429
+    assert 0 < int(throttled.headers["retry-after"]) <= 900
 
 
 def test_callrec_console_serves_as_a_process_and_stops_on_sigterm(tmp_path: Path) -> None:

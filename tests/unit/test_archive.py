@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from infra.peaks import decode_peaks, wav_peaks
 from infra.store.local import LocalStore
 from schemas import envelope
+from schemas.codecs import L16_24K
 from workers.recorder.archive import archive_recording
 from workers.recorder.reassembly import RecordingAssembler
 from workers.recorder.tracker import Recording
@@ -60,3 +62,19 @@ def test_a_replay_is_recognised_and_a_continuation_becomes_a_new_part(tmp_path: 
     assert (rest.event.part, rest.already_archived) == (1, False)
     assert store.exists("recordings/c1-1/audio.wav")
     assert {k: store.get_bytes(k) for k in before} == before, "part 0 untouched"
+
+
+def test_the_archived_peaks_are_those_of_the_archived_wav(tmp_path: Path) -> None:
+    """The recorder computes the peaks from the WAV's bytes as it writes them: they must
+    be what reading the stored WAV back gives (the console's way for old recordings)."""
+    store = LocalStore(tmp_path / "archive")
+    archived = archive_recording(store, recording(tmp_path, "a", range(1, 301), start=True,
+                                                  close=True), tmp_path)
+    prefix = f"recordings/{archived.event.recording_id}/"
+    wav = store.get_bytes(prefix + "audio.wav")
+    stored = decode_peaks(store.get_bytes(prefix + "peaks.json"))
+    read_back = wav_peaks((wav[i : i + 4096] for i in range(0, len(wav), 4096)), L16_24K,
+                          ["inbound"])
+    assert stored == read_back
+    assert stored.duration_ms == 6000 and len(stored.channels[0].max) == 600
+    assert set(stored.channels[0].max) != {0}, "the chunks' audio shows in the lane"

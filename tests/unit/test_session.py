@@ -44,7 +44,7 @@ def test_a_stream_from_connected_to_stop() -> None:
     )
     assert started.event_time == "2025-11-21T08:00:00.000Z"
     chunk = s.receive(media(1, "outbound"))
-    assert isinstance(chunk, envelope.MediaChunk)
+    assert isinstance(chunk, envelope.MediaFrame)
     assert (chunk.track, chunk.chunk, chunk.timestamp_ms, chunk.payload) == (
         "outbound", 1, 0, FRAME
     )
@@ -70,7 +70,7 @@ def test_track_follows_the_stream_channel(
     s = session()
     s.receive(start(channel, stream_type))
     chunk = s.receive(media(1, track))
-    assert isinstance(chunk, envelope.MediaChunk) and chunk.track == expected
+    assert isinstance(chunk, envelope.MediaFrame) and chunk.track == expected
 
 
 @pytest.mark.parametrize(

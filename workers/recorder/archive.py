@@ -32,11 +32,10 @@ import msgspec
 from infra.logsafe import safe
 from infra.parquet import rows_to_parquet
 from infra.peaks import CONTENT_TYPE as PEAKS_CONTENT_TYPE
-from infra.peaks import peaks_bytes, wav_peaks
+from infra.peaks import PeaksBuilder, peaks_bytes
 from infra.store import ObjectStore, StoredObject
 from infra.wav import write_wav
 from schemas import envelope
-from schemas.codecs import Codec
 from schemas.custody import parse_iso_ns
 from schemas.layout import MANIFEST_NAME, PEAKS_NAME, WAV_NAME, manifest_key, recording_prefix
 from schemas.manifest import (
@@ -90,11 +89,12 @@ def archive_recording(store: ObjectStore, rec: Recording, work_dir: Path) -> Arc
                               call=call_info(rec), pauses=pauses_of(rec, assembler, result))
     wav_path = work_dir / f"{rec_id}.wav"
     try:
+        waveform = PeaksBuilder(result.codec, manifest.tracks)
         _, sha256 = write_wav(wav_path, result.codec, result.track_paths,
-                                 result.track_lengths)
+                              result.track_lengths, tee=waveform.feed)
         wav = store.put_file(prefix + WAV_NAME, wav_path, sha256, "audio/wav")
-        peaks_data = _peaks(wav_path, result.codec, manifest.tracks)
-        peaks = store.put_bytes(prefix + PEAKS_NAME, peaks_data, PEAKS_CONTENT_TYPE)
+        peaks = store.put_bytes(prefix + PEAKS_NAME, peaks_bytes(waveform.finish()),
+                                PEAKS_CONTENT_TYPE)
     finally:
         wav_path.unlink(missing_ok=True)
     row = calls_row(manifest, recording_key=wav.key, manifest_key=prefix + MANIFEST_NAME,
@@ -177,12 +177,6 @@ def _find_part(store: ObjectStore, result: RecordingResult) -> tuple[int, Manife
                     return part, manifest
     return (max(parts) + 1 if parts else 0), None
 
-
-def _peaks(wav_path: Path, codec: Codec, tracks: list[str]) -> bytes:
-    """The waveform peaks of the WAV just written, read back in blocks (bounded memory)."""
-    with wav_path.open("rb") as handle:
-        blocks = iter(lambda: handle.read(1024 * 1024), b"")
-        return peaks_bytes(wav_peaks(blocks, codec, tracks))
 
 
 def _archived_parts(store: ObjectStore, call_id: str) -> dict[int, Manifest]:

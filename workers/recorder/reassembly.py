@@ -182,7 +182,7 @@ class RecordingAssembler:
         if spool is None:
             st.rejected += 1
             return
-        spool.add(record.chunk, record.timestamp_ms, record.payload, record.received_ns)
+        spool.add_many((record,))
         st.end_ms = max(st.end_ms, record.timestamp_ms + bytes_ms(spool.codec, len(record.payload)))
 
     def add_batch(self, record: envelope.MediaBatch) -> None:
@@ -199,21 +199,21 @@ class RecordingAssembler:
         hi = max(f.received_ns for f in frames)
         st.first_ns = lo if st.first_ns is None else min(st.first_ns, lo)
         st.last_ns = hi if st.last_ns is None else max(st.last_ns, hi)
-        by_track: dict[Track, list[tuple[int, int, bytes, int | None]]] = {}
+        by_track: dict[Track, list[envelope.MediaFrame]] = {}
         for f in frames:
-            item = (f.chunk, f.timestamp_ms, f.payload, f.received_ns)
             items = by_track.get(f.track)
             if items is None:
-                by_track[f.track] = [item]
+                by_track[f.track] = [f]
             else:
-                items.append(item)
+                items.append(f)
         for track, items in by_track.items():
             spool = self._spool(st, track, record.codec)
             if spool is None:
                 st.rejected += len(items)
             else:
                 spool.add_many(items)
-                end = max(ts + bytes_ms(spool.codec, len(payload)) for _, ts, payload, _ in items)
+                per_s = spool.codec.sample_rate * spool.codec.sample_width
+                end = max(f.timestamp_ms + len(f.payload) * 1000 // per_s for f in items)
                 st.end_ms = max(st.end_ms, end)
 
     def _spool(self, st: StreamState, track: Track, codec_id: str) -> ChunkSpool | None:

@@ -26,7 +26,7 @@ class RecorderSettings(KafkaSettings, ArchiveSettings):
     recorder_idle_timeout_s: float = Field(default=60.0, gt=0)
     """A call with open streams but no record for this long is finalized as incomplete
     (its ingest pod vanished without writing close records)."""
-    recorder_reorder_window_ms: int = Field(default=2000, ge=20)
+    recorder_reorder_window_ms: int = Field(default=500, ge=20)
     """Audio kept in RAM per track for reordering before it is written to the spill file."""
     recorder_fetch_min_bytes: int = Field(default=256 * 1024, ge=1)
     """The broker holds a fetch until this much is ready (or until

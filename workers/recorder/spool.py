@@ -27,16 +27,23 @@ from __future__ import annotations
 import heapq
 import struct
 from array import array
-from bisect import bisect_right
+from bisect import bisect_right, insort
+from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 from schemas.codecs import Codec
 from workers.recorder.errors import FinalizedError, SpoolCorruptError
 
-DEFAULT_WINDOW_MS = 2000
-"""Default reorder window: chunks up to this much audio late still land in the main run."""
+DEFAULT_WINDOW_MS = 500
+"""Default reorder window: chunks up to this much audio late still land in the main run.
+
+A stream's chunks come over one WebSocket and one Kafka partition, in order; the window
+only saves a late run file when a sender reorders. It was 2000 ms: at 400 calls that kept
+150 MiB of audio in reorder buffers, whose cache misses cost the recorder ~15 % of its
+CPU (docs/benchmarks.md, "Cost per call")."""
 DEFAULT_MAX_DURATION_MS = 6 * 3600 * 1000
 """Audio past this point is rejected: it bounds disk use against a bogus timestamp, and
 keeps a stereo 24 kHz WAV (96 kB/s, 2 GB for 6 h) below the 4 GiB RIFF limit."""
@@ -44,10 +51,48 @@ FAN_IN = 8
 """Late runs of one level merged into one as soon as the level holds this many."""
 
 _RECORD = struct.Struct("<qqI")
+RECORD_HEADER_BYTES = _RECORD.size
 _IO_BUFFER = 64 * 1024
+_READ_BLOCK = 1024 * 1024
 
 Key = tuple[int, int, bytes]
 """A spooled chunk, which is also its sort key: (timestamp_ms, chunk, payload)."""
+
+
+class Frame(Protocol):
+    """What the spool reads of a chunk: ``MediaChunk`` and ``MediaFrame`` records have it."""
+
+    @property
+    def chunk(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def received_ns(self) -> int | None: ...
+
+
+class ContiguousRun(NamedTuple):
+    """A spool whose chunks continue each other without a gap (``contiguous_run``)."""
+
+    path: Path
+    """The main run file: ``chunks`` records of ``frame_size`` payload bytes, in order."""
+    timestamp_ms: int
+    """Of the first chunk."""
+    chunk: int
+    """Number of the first chunk."""
+    chunks: int
+    """How many: the run file holds exactly these."""
+    frame_size: int
+
+
+class Chunk(NamedTuple):
+    """A :class:`Frame` built from plain values (:meth:`ChunkSpool.add`)."""
+
+    chunk: int
+    timestamp_ms: int
+    payload: bytes
+    received_ns: int | None = None
 
 
 class IntervalSet:
@@ -136,14 +181,16 @@ class IntervalSet:
 class ChunkSpool:
     """The chunks of one track of one stream, kept in sorted runs on local disk.
 
-    ``add`` pushes a chunk into an in-RAM min-heap (the reorder buffer) keyed by
-    ``(timestamp_ms, chunk, payload)``; whenever the heap holds more than
+    ``add`` puts a chunk into an in-RAM sorted buffer (the reorder window) keyed by
+    ``(timestamp_ms, chunk, payload)``; whenever it holds more than
     ``window_bytes``, its smallest record is appended to the main run, which is
-    therefore sorted. A chunk that sorts before the last record already written
-    is *late*: it is buffered separately and written as an extra sorted run.
-    ``records()`` merges all runs into one sorted stream. Nothing is resolved
-    here (duplicates, overlaps): ``workers.recorder.tracks.assemble_track`` does it, and it
-    sees every record, so the result does not depend on arrival order.
+    therefore sorted. The buffer is a deque kept sorted: a chunk that arrives in
+    order (nearly all of them) is appended at its end in O(1). A chunk that sorts
+    before the last record already written is *late*: it is buffered separately and
+    written as an extra sorted run. ``records()`` merges all runs into one sorted
+    stream. Nothing is resolved here (duplicates, overlaps):
+    ``workers.recorder.tracks.assemble_track`` does it, and it sees every record, so
+    the result does not depend on arrival order.
     """
 
     def __init__(
@@ -173,8 +220,8 @@ class ChunkSpool:
         self._dir = directory
         self._name = name
         self._max_chunk = -1
-        self._heap: list[Key] = []
-        self._heap_bytes = 0
+        self._buffer: deque[Key] = deque()
+        self._buffer_bytes = 0
         self._late: list[Key] = []
         self._late_bytes = 0
         self._last: Key | None = None
@@ -183,6 +230,16 @@ class ChunkSpool:
         self._levels: list[list[Path]] = []
         self._run_seq = 0
         self._finished = False
+        self._step_bytes = codec.bytes_for_ms(1) if codec.sample_rate % 1000 == 0 else 0
+        """Bytes per ms when whole (every codec we know): positions are then linear in ms."""
+        self._contiguous = self._step_bytes > 0
+        """Every accepted chunk so far continued the previous one: next number, next
+        timestamp, same size (a healthy stream). :meth:`contiguous_run` relies on it."""
+        self._first: tuple[int, int] | None = None
+        """(timestamp_ms, chunk) of the first accepted chunk."""
+        self._frame_size = 0
+        self._next: tuple[int, int] = (0, 0)
+        """(timestamp_ms, chunk) the next chunk has while the stream stays contiguous."""
 
     @property
     def ram_limit_bytes(self) -> int:
@@ -192,7 +249,7 @@ class ChunkSpool:
     @property
     def buffered_bytes(self) -> int:
         """Payload bytes held in RAM right now."""
-        return self._heap_bytes + self._late_bytes
+        return self._buffer_bytes + self._late_bytes
 
     def add(
         self, chunk: int, timestamp_ms: int, payload: bytes, received_ns: int | None = None
@@ -203,41 +260,60 @@ class ChunkSpool:
         samples, or audio reaching past ``max_duration_ms`` of the stream.
         ``received_ns`` (when the ingest pod read it) feeds :attr:`jitter_ms`.
         """
-        return self.add_many(((chunk, timestamp_ms, payload, received_ns),)) == 1
+        return self.add_many((Chunk(chunk, timestamp_ms, payload, received_ns),)) == 1
 
-    def add_many(self, chunks: Iterable[tuple[int, int, bytes, int | None]]) -> int:
-        """Spool ``(chunk, timestamp_ms, payload, received_ns)`` in order, as :meth:`add`
-        would one by one; return how many were accepted.
+    def add_many(self, frames: Iterable[Frame]) -> int:
+        """Spool ``frames`` in order, as :meth:`add` would one by one; return how many
+        were accepted.
 
-        The same decisions, counts and run bytes as that many ``add`` calls: only the
-        writes to the main run are gathered into one per call (a ``MediaBatch``).
+        The same decisions, counts and run bytes as that many ``add`` calls, for less
+        CPU: this loop runs for every 20 ms frame of every call, so the common case (the
+        next chunk of a healthy stream, in order) is spelled out inline, and the writes
+        to the main run are gathered into one per call (a ``MediaBatch``).
         """
         if self._finished:
             raise FinalizedError(f"spool {self._name} is finished")
-        codec = self.codec
-        width, max_ms = codec.sample_width, self.max_duration_ms
-        heap, late, window = self._heap, self._late, self.window_bytes
+        width, max_ms = self.codec.sample_width, self.max_duration_ms
+        bytes_per_ms = self.codec.bytes_per_ms
+        buffer, late, window = self._buffer, self._late, self.window_bytes
+        seen = self.seen
+        ends = seen._ends
         out: list[bytes] = []
         accepted = 0
         try:
-            for chunk, timestamp_ms, payload, received_ns in chunks:
+            for frame in frames:
+                payload, timestamp_ms, chunk = frame.payload, frame.timestamp_ms, frame.chunk
                 size = len(payload)
                 if (
                     chunk < 0
                     or timestamp_ms < 0
                     or size == 0
                     or size % width
-                    or timestamp_ms + codec.ms_for_bytes(size) > max_ms
+                    or timestamp_ms + size / bytes_per_ms > max_ms
                 ):
                     self.rejected += 1
                     continue
                 accepted += 1
+                if self._contiguous:
+                    self._follow(timestamp_ms, chunk, size)
+                received_ns = frame.received_ns
                 if received_ns is not None:
-                    self._arrived(timestamp_ms, received_ns)
-                if self.seen.add(chunk):
+                    # RFC 3550 6.4.1: D = (arrival difference) - (timestamp difference),
+                    # and J += (|D| - J) / 16, over chunks in the order they arrived.
+                    last = self._last_arrival
+                    self._last_arrival = (timestamp_ms, received_ns)
+                    if last is not None:
+                        d = (received_ns - last[1]) / 1e6 - (timestamp_ms - last[0])
+                        self.jitter_ms += (abs(d) - self.jitter_ms) / 16
+                if ends and chunk == ends[-1]:  # the next number: IntervalSet.add's fast path
+                    ends[-1] = chunk + 1
+                    seen.count += 1
+                    self._max_chunk = chunk
+                elif seen.add(chunk):
                     if chunk < self._max_chunk:
                         self.out_of_order += 1
-                    self._max_chunk = max(self._max_chunk, chunk)
+                    else:
+                        self._max_chunk = chunk
                 else:
                     self.duplicates += 1
                 key = (timestamp_ms, chunk, bytes(payload))
@@ -248,9 +324,12 @@ class ChunkSpool:
                     if self._late_bytes > self.late_buffer_bytes:
                         self._flush_late()
                     continue
-                heapq.heappush(heap, key)
-                self._heap_bytes += size
-                while self._heap_bytes > window:
+                if not buffer or key >= buffer[-1]:
+                    buffer.append(key)
+                else:
+                    insort(buffer, key)
+                self._buffer_bytes += size
+                while self._buffer_bytes > window:
                     self._pop_main(out)
         finally:
             # Popped chunks are written even if a late run failed: the main run stays whole.
@@ -259,21 +338,43 @@ class ChunkSpool:
                 self._main.write(b"".join(out))
         return accepted
 
-    def _arrived(self, timestamp_ms: int, received_ns: int) -> None:
-        # RFC 3550 6.4.1: D = (arrival difference) - (timestamp difference), and
-        # J += (|D| - J) / 16, over chunks in the order they arrived.
-        last = self._last_arrival
-        self._last_arrival = (timestamp_ms, received_ns)
-        if last is not None:
-            d = (received_ns - last[1]) / 1e6 - (timestamp_ms - last[0])
-            self.jitter_ms += (abs(d) - self.jitter_ms) / 16
+    def _follow(self, timestamp_ms: int, chunk: int, size: int) -> None:
+        """Keep :attr:`_contiguous` true only while chunks continue each other exactly."""
+        if self._first is None:
+            frame_ms, rest = divmod(size, self._step_bytes)
+            if rest or frame_ms == 0:
+                self._contiguous = False
+                return
+            self._first = (timestamp_ms, chunk)
+            self._frame_size = size
+            self._next = (timestamp_ms + frame_ms, chunk + 1)
+        elif (timestamp_ms, chunk) == self._next and size == self._frame_size:
+            self._next = (timestamp_ms + size // self._step_bytes, chunk + 1)
+        else:
+            self._contiguous = False
+
+    def contiguous_run(self) -> ContiguousRun | None:
+        """The spool as one gap-free run, if it is one (after :meth:`finish`).
+
+        True when every accepted chunk had the next chunk number and the next
+        timestamp after the previous one, the same payload size, and nothing was
+        late: the main run file then holds exactly those chunks in order, each
+        payload starting where the previous one ended. The track assembler copies
+        such a run's payloads in bulk instead of visiting each chunk
+        (workers/recorder/tracks.py); the result is the same bytes.
+        """
+        self.finish()
+        if not self._contiguous or self._first is None or self._levels:
+            return None
+        return ContiguousRun(self._main_path, self._first[0], self._first[1],
+                             self.received, self._frame_size)
 
     def finish(self) -> None:
         """Write out everything still in RAM; idempotent. ``add`` is refused afterwards."""
         if self._finished:
             return
         out: list[bytes] = []
-        while self._heap:
+        while self._buffer:
             self._pop_main(out)
         self._main.write(b"".join(out))
         self._flush_late()
@@ -297,9 +398,9 @@ class ChunkSpool:
 
     def _pop_main(self, out: list[bytes]) -> None:
         """Move the smallest buffered chunk to the main run (written by the caller)."""
-        key = heapq.heappop(self._heap)
+        key = self._buffer.popleft()
         payload = key[2]
-        self._heap_bytes -= len(payload)
+        self._buffer_bytes -= len(payload)
         out.append(_RECORD.pack(key[0], key[1], len(payload)))
         out.append(payload)
         self._last = key
@@ -339,15 +440,34 @@ class ChunkSpool:
 
 
 def _read_run(path: Path) -> Generator[Key]:
-    with open(path, "rb", buffering=_IO_BUFFER) as f:
-        while header := f.read(_RECORD.size):
-            if len(header) < _RECORD.size:
-                raise SpoolCorruptError(f"{path} ends inside a record header")
-            ts, chunk, size = _RECORD.unpack(header)
-            payload = f.read(size)
-            if len(payload) < size:
-                raise SpoolCorruptError(f"{path} ends inside a record payload")
-            yield ts, chunk, payload
+    """The records of one run file, in file order.
+
+    Read in blocks of ``_READ_BLOCK`` and cut with ``unpack_from``: two ``read`` calls
+    per record (header, payload) cost more than the rest of the final merge.
+    """
+    header_size = _RECORD.size
+    unpack_from = _RECORD.unpack_from
+    with open(path, "rb", buffering=0) as f:
+        data, pos = b"", 0
+        while True:
+            if len(data) - pos < header_size:
+                more = f.read(_READ_BLOCK)
+                if not more:
+                    if pos < len(data):
+                        raise SpoolCorruptError(f"{path} ends inside a record header")
+                    return
+                data, pos = data[pos:] + more, 0
+                continue
+            ts, chunk, size = unpack_from(data, pos)
+            end = pos + header_size + size
+            if end > len(data):
+                more = f.read(max(_READ_BLOCK, end - len(data)))
+                if not more:
+                    raise SpoolCorruptError(f"{path} ends inside a record payload")
+                data, pos = data[pos:] + more, 0
+                continue
+            yield ts, chunk, data[pos + header_size : end]
+            pos = end
 
 
 def _merge_runs(paths: list[Path]) -> Generator[Key]:

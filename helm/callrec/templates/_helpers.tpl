@@ -147,6 +147,9 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- if include "callrec.hasConsoleAuth" .ctx }}
 {{- $_ := set $env "CALLREC_CONSOLE_USERS_FILE" "/etc/callrec/console/users" }}
 {{- end }}
+{{- if $v.console.export.existingSecret }}
+{{- $_ := set $env "CALLREC_CONSOLE_EXPORT_SIGNING_KEY_FILE" "/etc/callrec/export/signing.key" }}
+{{- end }}
 {{- else if eq .component "analyzer" }}
 {{- $_ := set $env "CALLREC_ANALYZER_PORT" $v.analyzer.port }}
 {{- $_ := set $env "CALLREC_ANALYZER_SHUTDOWN_GRACE_S" $v.analyzer.shutdown.graceSeconds }}
@@ -328,7 +331,12 @@ topologySpreadConstraints:
 - name: tmp
   emptyDir:
     {{- /* The analyzer downloads the WAV it analyses to /tmp (read in windows, RAM flat). */}}
-    sizeLimit: {{ (and (eq (toString .component) "analyzer") .ctx.Values.analyzer.tmpSizeLimit) | default .ctx.Values.tmpSizeLimit }}
+    {{- /* The console builds evidence exports there (and, by default, its calls index). */}}
+    {{- $own := "" }}
+    {{- if has (toString .component) (list "analyzer" "console") }}
+    {{- $own = (index .ctx.Values (toString .component)).tmpSizeLimit }}
+    {{- end }}
+    sizeLimit: {{ $own | default .ctx.Values.tmpSizeLimit }}
 {{- if .ctx.Values.kafka.tls.caSecret }}
 - name: kafka-ca
   secret:
