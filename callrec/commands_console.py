@@ -30,8 +30,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.hash_password:
         return _hash_password()
-    from callrec import wiring
     from callrec.logs import configure_logging
+    from console.app import Console
     from console.server import ConsoleServer
     from console.settings import ConsoleSettings
 
@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         store = settings.open_store()
         await asyncio.to_thread(store.check)
+        # Built here as callrec.wiring.console does, without importing callrec.wiring:
+        # that loads every service (Kafka clients, ingest, the workers), 11 MiB of the
+        # console's 300 MiB (docs/benchmarks.md, review console).
         server = ConsoleServer(
-            wiring.console(settings, store).app(), settings.console_host, settings.console_port
+            Console(settings, store).app(), settings.console_host, settings.console_port
         )
         await server.start()
         print(

@@ -89,9 +89,7 @@ class ConsoleCore:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.index = index or CallIndex(
-            store, directory=settings.console_index_dir, memory_mb=settings.console_index_memory_mb
-        )
+        self.index = index or CallIndex.for_console(store, settings)
         self.users = users if users is not None else Users.load(settings.console_users_file)
         self.trail = ConsoleTrail(store)
         self.auth = Authenticator(settings.console_trusted_proxies, settings.console_proxy_roles)

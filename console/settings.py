@@ -45,11 +45,19 @@ class ConsoleSettings(ArchiveSettings):
     console_index_refresh_s: float = Field(default=10.0, gt=0)
     """How often the calls index picks up recordings archived since (docs/console.md)."""
     console_index_dir: str | None = None
-    """Directory of the calls index's DuckDB file (rebuilt at each start). Unset: a temporary
-    directory, removed at exit. On Kubernetes an emptyDir (the default /tmp) will do."""
+    """Directory of the calls index's DuckDB file, kept across restarts: a console that
+    finds an index built for the same tables is ready at once and reads only what was
+    archived since (docs/console.md). One console per directory. Unset: a temporary
+    directory, removed at exit (the index is built at each start)."""
     console_index_memory_mb: int = Field(default=96, ge=32)
     """Memory the calls index may hold (DuckDB's memory_limit); the rest of the index
     stays in its file and is read back as pages are needed."""
+    console_index_build_memory_mb: int = Field(default=128, ge=32)
+    """DuckDB memory of the child process that loads many table files at once (the first
+    load, a long catch-up); it exits when done."""
+    console_index_readers: int = Field(default=16, ge=1, le=256)
+    """Table files fetched at once from S3 while loading the index (round trips overlap;
+    a local archive is read by DuckDB directly)."""
     console_peaks_cache: int = Field(default=64, ge=0)
     """Waveform peaks computed for recordings archived without them, kept in memory."""
     console_login_max_failures: int = Field(default=5, ge=0)

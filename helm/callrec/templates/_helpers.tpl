@@ -143,6 +143,7 @@ Call with (dict "ctx" $ "component" "recorder").
 {{- $_ := set $env "CALLREC_RECORDER_SPILL_DIR" $v.recorder.spill.mountPath }}
 {{- else if eq .component "console" }}
 {{- $_ := set $env "CALLREC_CONSOLE_PORT" $v.console.port }}
+{{- $_ := set $env "CALLREC_CONSOLE_INDEX_DIR" "/var/lib/callrec/console-index" }}
 {{- if include "callrec.hasConsoleAuth" .ctx }}
 {{- $_ := set $env "CALLREC_CONSOLE_USERS_FILE" "/etc/callrec/console/users" }}
 {{- end }}
