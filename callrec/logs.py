@@ -19,6 +19,8 @@ def configure_logging(level: str) -> None:
     )
     # aiokafka logs every failed reconnect at ERROR; our own lines say what matters.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # picows (ingest's WebSocket server) logs every connection and disconnection at INFO.
+    logging.getLogger("ingest.ws").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     from infra.logsafe import install_token_redaction
 
     install_token_redaction()  # stream URLs carry tokens; no log line may show one

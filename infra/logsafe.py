@@ -66,10 +66,11 @@ class TokenRedactor(logging.Filter):
 
 
 _REDACTOR = TokenRedactor()
-TOKEN_LOGGERS = ("websockets.server", "websockets.client", "ingest.server", "callrec")
-"""Loggers that see request paths: websockets' (DEBUG: ``< GET /v1/stream?token=...``)
-and ours. A logger's filters see only the records logged on it (not its children's):
-the root handlers' filter covers the rest."""
+TOKEN_LOGGERS = ("websockets.server", "websockets.client", "ingest.server", "ingest.ws",
+                 "callrec")
+"""Loggers that see request paths: ingest's (DEBUG: ``GET /v1/stream?token=...``), picows'
+under it, websockets' (the simulator's client) and ours. A logger's filters see only the
+records logged on it (not its children's): the root handlers' filter covers the rest."""
 
 
 def install_token_redaction() -> None:

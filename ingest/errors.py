@@ -15,8 +15,9 @@
         └── ServerShutdown       1001: drain grace period over
 
 Protocol errors from ``schemas`` (``ProtocolError``) are skipped like
-``SkippedMessage``; frames over the size limit are closed with 1009 by the
-websockets library itself.
+``SkippedMessage``. WebSocket framing (ingest/stream.py, picows): a message over
+``CALLREC_INGEST_MAX_MESSAGE_BYTES`` (one frame or fragments) is closed with 1009,
+a broken fragment sequence or a malformed frame with 1002.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011

@@ -1,12 +1,12 @@
-"""One open WebSocket stream: the connection that parses as it reads, and its flow control.
+"""One open WebSocket stream: the socket that parses as it reads, and its flow control.
 
-:class:`IngestConnection` hands each message to its stream where websockets parses
-it (no per-message task). :class:`OpenStream` parses the message once
-(``StreamSession``), offers its record to the publisher, pauses the socket while
-the publisher has no room (backpressure), gathers media frames into coalesced
-records (``CALLREC_INGEST_COALESCE_MS``), and fails the stream with its close
-code. :class:`~ingest.server.IngestServer` owns the streams, the coalescing timer
-and the shutdown.
+:class:`IngestSocket` is the picows listener of one stream connection: picows (Cython)
+parses each frame inside ``data_received`` and hands it over, no per-message task or
+queue. :class:`OpenStream` parses the message once (``StreamSession``), offers its
+record to the publisher, pauses the socket while the publisher has no room
+(backpressure), gathers media frames into coalesced records (``CALLREC_INGEST_COALESCE_MS``),
+and fails the stream with its close code. :class:`~ingest.server.IngestServer` owns the
+streams, the coalescing timer and the shutdown.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
-from websockets.typing import BytesLike
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from infra.logsafe import safe
 from ingest import metrics
 from ingest.errors import (
     CallTokenMismatch,
+    CloseCode,
     KafkaUnavailable,
     SkippedMessage,
     StreamLimitExceeded,
@@ -45,65 +42,145 @@ log = logging.getLogger(__name__)
 COALESCE_MAX_BYTES = 64 * 1024
 """Audio in one coalesced record at most: far below a Kafka batch (the publisher's 256 KiB)."""
 
+FRAME_HARD_LIMIT = 16
+"""picows' own frame size limit, in multiples of the message limit (memory, not policy)."""
 
-class IngestConnection(ServerConnection):
-    """websockets' server connection, handing each data message to a sink as it is parsed.
+CLOSE_TIMEOUT_S = 10.0
+"""How long a closing handshake we started waits for the peer's close frame (as websockets)."""
 
-    websockets' handler API queues every message and wakes the handler task for
-    each one (an assembler, futures, two task switches per message). Here a
-    message is handled inside ``data_received``, where websockets parsed it, and
-    flow control pauses the transport directly; ``process_event`` is websockets'
-    hook for this (``serve(create_connection=...)``). The opening handshake,
-    control frames and the closing handshake stay websockets' own.
+_DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
+
+
+class IngestSocket(WSListener):
+    """One stream connection, as picows hands it over: frames in, close handshake out.
+
+    Data messages go to the stream's ``feed`` as they are parsed (a fragmented
+    message once whole); one over ``CALLREC_INGEST_MAX_MESSAGE_BYTES`` is closed
+    with 1009 here. picows itself refuses a frame over :data:`FRAME_HARD_LIMIT`
+    times that (before reading it into memory), but it reads one frame ahead: a
+    frame just before such a one is not recorded either. picows answers pings; the
+    closing handshake is ours: a close frame from the peer is answered with its code
+    and the socket closed; one we send waits up to :data:`CLOSE_TIMEOUT_S` for the answer.
     """
 
-    EARLY_FRAMES = 16
-    """Messages held for a handler that has not attached yet; more pause the socket."""
+    def __init__(self, server: IngestServer, call_token: str | None) -> None:
+        super().__init__()
+        self.server = server
+        self.call_token = call_token
+        """The per-call token this connection was opened with; its ``start`` must match."""
+        self.transport: WSTransport | None = None
+        self.stream: OpenStream | None = None
+        self.feed = _unread
+        """Where data messages go: the stream's ``feed`` while open, nowhere once closing."""
+        self.disconnected = asyncio.get_running_loop().create_future()
+        self.max_bytes = server.settings.ingest_max_message_bytes
+        self._fragments: list[bytes] | None = None
+        self._fragment_bytes = 0
+        self._close_timer: asyncio.TimerHandle | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sink: Callable[[BytesLike], None] | None = None
-        self._early: list[BytesLike] = []
-        self._early_paused = False
-        self._fragments: list[BytesLike] | None = None
+    # -- picows callbacks ------------------------------------------------------------
 
-    def attach(self, sink: Callable[[BytesLike], None]) -> None:
-        """From now on every data message goes to ``sink``, those already read first."""
-        self._sink = sink
-        early, self._early = self._early, []
-        if self._early_paused:
-            self._early_paused = False
-            self.transport.resume_reading()
-        for data in early:
-            sink(data)
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.stream = self.server.open_stream(self)
+        self.feed = self.stream.feed
 
-    def process_event(self, event: Event) -> None:
-        if self.request is None or not isinstance(event, Frame):
-            super().process_event(event)  # the opening handshake
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type in _DATA:
+            if (frame.fin and self._fragments is None and frame.payload_size <= self.max_bytes
+                    and not transport.is_close_frame_sent):
+                self.feed(frame.get_payload_as_bytes())
+                return
+            self._fragment(frame, first=True)
+        elif msg_type is WSMsgType.CONTINUATION:
+            self._fragment(frame, first=False)
+        elif msg_type is WSMsgType.CLOSE:
+            if not transport.is_close_frame_sent:
+                code = frame.get_close_code()
+                transport.send_close(WSCloseCode.OK if code is WSCloseCode.NO_INFO else code)
+            transport.disconnect()
+        # PONG: we send no pings; PING is answered by picows.
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def pause_writing(self) -> None:
+        """Only close frames are written: nothing to hold back."""
+
+    def resume_writing(self) -> None:
+        """Only close frames are written: nothing to hold back."""
+
+    # -- what the stream asks of its socket -------------------------------------------
+
+    def pause_reading(self) -> None:
+        assert self.transport is not None
+        self.transport.underlying_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        assert self.transport is not None
+        underlying = self.transport.underlying_transport
+        if not underlying.is_closing():
+            underlying.resume_reading()
+
+    @property
+    def close_sent(self) -> int | None:
+        """The close code we sent, if we sent one."""
+        handshake = self.transport.close_handshake if self.transport is not None else None
+        if handshake is None or handshake.sent is None:
+            return None
+        return int(handshake.sent.code.value)
+
+    def disconnect(self) -> None:
+        """Drop the socket now (after what was written, a close frame included)."""
+        if self.transport is not None:
+            self.transport.disconnect()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the socket is closed when the peer answers (or not)."""
+        transport = self.transport
+        if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
             return
-        opcode = event.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if not event.fin:
-                self._fragments = [event.data]
-                return
-            data = event.data
-        elif opcode is Opcode.CONT:
-            # websockets checked the sequence and the size limit of the whole message.
-            assert self._fragments is not None
-            self._fragments.append(event.data)
-            if not event.fin:
-                return
+        self.feed = _unread  # what the peer sends after this is not recorded
+        transport.send_close(WSCloseCode(code), reason.encode()[:123])
+        self.resume_reading()  # the answer must be read, even from a socket held for room
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT_S, transport.disconnect)
+
+    # -- fragmented messages ------------------------------------------------------------
+
+    def _fragment(self, frame: WSFrame, first: bool) -> None:
+        if self.transport is None or self.transport.is_close_frame_sent:
+            return  # closing (picows closes a frame over the size limit itself): not read
+        if first != (self._fragments is None):  # RFC 6455 5.4: a sequence, never nested
+            self._protocol_error("unexpected continuation frame" if not first
+                                 else "new message inside a fragmented one")
+            return
+        if first:
+            self._fragments, self._fragment_bytes = [], 0
+        assert self._fragments is not None
+        self._fragment_bytes += frame.payload_size
+        if self._fragment_bytes > self.max_bytes:
+            self._fragments = None
+            self.close(CloseCode.MESSAGE_TOO_BIG, "message too big")  # counted at the end
+            return
+        self._fragments.append(frame.get_payload_as_bytes())
+        if frame.fin:
             data, self._fragments = b"".join(self._fragments), None
-        else:
-            super().process_event(event)  # ping, pong, close
-            return
-        if self._sink is not None:
-            self._sink(data)
-            return
-        self._early.append(data)
-        if len(self._early) >= self.EARLY_FRAMES and not self._early_paused:
-            self._early_paused = True
-            self.transport.pause_reading()
+            self.feed(data)
+
+    def _protocol_error(self, why: str) -> None:
+        log.info("stream %s: protocol error: %s (1002)",
+                 safe(self.stream.session.connection_id) if self.stream else "?", why)
+        self._fragments = None
+        self.close(CloseCode.PROTOCOL_ERROR, why)
+
+
+def _unread(data: bytes) -> None:
+    """A data message read while the stream is not open to it (closing): not recorded."""
 
 
 class OpenStream:
@@ -119,7 +196,7 @@ class OpenStream:
                  "held_since", "key", "last_seen", "partition", "pending", "server", "session",
                  "settled", "unacked", "ws")
 
-    def __init__(self, server: IngestServer, ws: IngestConnection,
+    def __init__(self, server: IngestServer, ws: IngestSocket,
                  session: StreamSession) -> None:
         self.server = server
         self.ws = ws
@@ -127,7 +204,7 @@ class OpenStream:
         self.last_seen = time.monotonic()
         self.held_since: float | None = None
         """When the socket was paused for want of room: not reading is our doing, not idleness."""
-        self.pending: collections.deque[BytesLike] = collections.deque()
+        self.pending: collections.deque[bytes] = collections.deque()
         self.settled = asyncio.Event()
         """Set while no frame waits for room."""
         self.settled.set()
@@ -142,7 +219,7 @@ class OpenStream:
         """Frames read in the current coalescing window, not yet offered."""
         self.frame_bytes = 0
 
-    def feed(self, data: BytesLike) -> None:
+    def feed(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
         if self.failure is not None:
             return  # being closed: the rest of what the sender wrote is not read
@@ -159,7 +236,7 @@ class OpenStream:
             return  # the flush found the stream failed (its Kafka batch given up): closing
         self.held_since = time.perf_counter()
         self.settled.clear()
-        self.ws.transport.pause_reading()
+        self.ws.pause_reading()
         self.server.publisher.when_room(self.resume)
 
     def resume(self) -> None:
@@ -176,8 +253,7 @@ class OpenStream:
             publisher.when_room(self.resume)
             return
         self._settle()
-        if not self.ws.transport.is_closing():
-            self.ws.transport.resume_reading()
+        self.ws.resume_reading()
 
     def _settle(self) -> None:
         self.pending.clear()
@@ -187,7 +263,7 @@ class OpenStream:
         self.last_seen = time.monotonic()
         self.settled.set()
 
-    def _take(self, data: BytesLike) -> None:
+    def _take(self, data: bytes) -> None:
         """Parse one message and offer its record to the publisher."""
         session, server = self.session, self.server
         hot = metrics.HOT
@@ -308,14 +384,9 @@ class OpenStream:
         self.failure = failure
         self.flush()  # what was read and taken is published, as without coalescing
         self._settle()  # frames still waiting for room are not published
-        if self.ws.protocol.close_sent is None:
+        if self.ws.close_sent is None:
             metrics.CLOSE_CODES.labels(str(int(failure.close_code))).inc()
-        # The loop keeps only a weak reference to a task: hold it until it is done.
-        closing = asyncio.get_running_loop().create_task(
-            self.ws.close(failure.close_code, failure.reason)
-        )
-        self.server.closing.add(closing)
-        closing.add_done_callback(self.server.closing.discard)
+        self.ws.close(failure.close_code, failure.reason)
 
 
 _EVENT_OF: dict[type, str] = {

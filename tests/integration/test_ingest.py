@@ -87,7 +87,7 @@ async def test_oversized_frame_closes_1009_and_records_an_error_close(
         records = await read_until(kafka.bootstrap, media_topic, lambda r: bool(closes(r)))
         [closed] = closes(records)
         assert closed.reason == "error" and "1009" in closed.detail
-        assert [c.chunk for c in chunks(records, "call-big")] == [1]
+        assert [c.chunk for c in chunks(records, "call-big")] == [1], records
         assert metric("callrec_ingest_invalid_messages_total", reason="too_big") == before + 1
 
 

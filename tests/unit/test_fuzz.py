@@ -27,8 +27,6 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from websockets.datastructures import Headers
-from websockets.http11 import Request
 
 from ingest.errors import SkippedMessage
 from ingest.server import IngestServer
@@ -408,8 +406,8 @@ def test_corpus_tokens_are_refused_before_the_upgrade() -> None:
     server._kafka_ok = server._publisher_started = True  # routing only: pretend ready
 
     def status(path: str) -> int | None:
-        response = server._route(None, Request(path, Headers()))  # type: ignore[arg-type]
-        return None if response is None else response.status_code
+        response = server.answer(path)
+        return None if response is None else int(response.status)
 
     assert status(f"/v1/stream?token={tokens['accepted']}") is None  # upgrade goes on
     assert status(f"/v1/stream/{tokens['accepted']}") is None

@@ -180,42 +180,74 @@ async def test_refused_twoway_streams_leave_no_state_behind(tmp_path: Path) -> N
                         await ws.recv()
             assert ws.close_code == 1008
         async with asyncio.timeout(10):
-            while server.closing:
+            while server._handlers:  # each stream's close record written
                 await asyncio.sleep(0.02)
         assert server._streams_per_call == {}, "one empty dict per refused call"
 
 
-class _SlowClose:
-    """A connection whose closing handshake takes until ``release`` is set."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.closed_with: tuple[int, str] | None = None
-        self.protocol = type("P", (), {"close_sent": None})()
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.release.wait()
-        self.closed_with = (code, reason)
+async def _raw_stream(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket client that does only what a test tells it (no automatic close answer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /v1/stream?token={TOKEN} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
 
 
-async def test_a_closing_handshake_is_held_until_it_ends(tmp_path: Path) -> None:
-    import gc
+def _client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A masked client frame (mask key 0: unmasking leaves the payload as it is)."""
+    first = (0x80 if fin else 0) | opcode
+    assert len(payload) < 65536
+    if len(payload) < 126:
+        head = bytes([first, 0x80 | len(payload)])
+    else:
+        head = bytes([first, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return head + b"\0\0\0\0" + payload
 
-    from ingest.errors import IdleTimeout
-    from ingest.session import StreamSession
-    from ingest.stream import OpenStream
 
-    bus = LocalBus(tmp_path / "bus")
-    server = wiring.ingest_server(settings(), bus)
-    ws = _SlowClose()
-    stream = OpenStream(server, ws, StreamSession(server.codec, "pod", "conn"))  # type: ignore[arg-type]
-    stream.fail(IdleTimeout("quiet"))
-    await asyncio.sleep(0)
-    gc.collect()  # the loop holds tasks weakly: only our reference keeps this one alive
-    assert len(server.closing) == 1
-    ws.release.set()
-    async with asyncio.timeout(5):
-        while server.closing:
-            await asyncio.sleep(0.01)
-    assert ws.closed_with == (1008, "idle_timeout")
-    bus.close()
+async def test_a_peer_that_never_answers_our_close_is_disconnected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ingest import stream as stream_mod
+
+    monkeypatch.setattr(stream_mod, "CLOSE_TIMEOUT_S", 0.5)
+    async with serving(tmp_path, ingest_idle_timeout_s=1) as server:
+        reader, writer = await _raw_stream(server.port)
+        writer.write(_client_frame(0x1, wx.start("quiet-1", "s1", "inbound").decode().encode()))
+        # Silence: the idle sweep closes with 1008; we never answer its close frame.
+        async with asyncio.timeout(10):
+            head = await reader.readexactly(2)
+            assert head[0] == 0x88  # FIN + close
+            body = await reader.readexactly(head[1] & 0x7F)
+            assert int.from_bytes(body[:2], "big") == 1008
+            assert await reader.read() == b""  # the server closed the socket itself
+            while server._handlers:
+                await asyncio.sleep(0.02)
+        writer.close()
+
+
+async def test_fragmented_messages_are_joined_and_limited(tmp_path: Path) -> None:
+    async with serving(tmp_path, ingest_max_message_bytes=4096) as server:
+        reader, writer = await _raw_stream(server.port)
+        message = wx.start("frag-1", "s1", "inbound").decode().encode()
+        half = len(message) // 2
+        writer.write(_client_frame(0x1, message[:half], fin=False)
+                     + _client_frame(0x0, message[half:]))
+        # Then a message whose fragments add up to more than the limit: 1009.
+        for _ in range(40):
+            writer.write(_client_frame(0x1 if _ == 0 else 0x0, b"x" * 120, fin=False))
+        async with asyncio.timeout(10):
+            head = await reader.readexactly(2)
+            body = await reader.readexactly(head[1] & 0x7F)
+            assert int.from_bytes(body[:2], "big") == 1009
+            writer.write(_client_frame(0x8, body[:2]))  # we answer; the server hangs up
+            assert await reader.read() == b""
+            while server._handlers:
+                await asyncio.sleep(0.02)
+        writer.close()
+    start, closed = read_records(tmp_path)
+    assert isinstance(start, envelope.StreamStarted) and isinstance(closed, envelope.StreamClosed)
+    assert start.call_id == "frag-1"  # the start, joined from its two fragments
+    assert closed.reason == "error" and "1009" in closed.detail
