@@ -61,7 +61,7 @@ from typing import Any
 from bench.harness.procs import Children, log, raise_nofile
 from bench.harness.report import git_version, text_table
 from bench.ingestbench import servers
-from bench.ingestbench.drain import drain_main
+from bench.ingestbench.drain import drain_main, drain_picows_main
 from bench.ingestbench.loadgen import loadgen_main
 from bench.ingestbench.plan import FULL, QUICK
 from bench.ingestbench.report import (
@@ -180,7 +180,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_drain"]:
-        drain_main()
+        drain_picows_main() if argv[1:] == ["picows"] else drain_main()
         return 0
     if argv[:1] == ["_loadgen"]:
         loadgen_main(json.loads(argv[1]))

@@ -101,7 +101,7 @@ def render_details(res: dict[str, Any]) -> str:
             f"(p99 {s['read_lag_p99_ms']:.0f}), schedule->Kafka p99 {s['e2e_p99_ms']:.0f} ms, "
             f"produce p99 {s['produce_p99_ms']:.1f} ms, {s['records_per_batch']:.1f} "
             f"records/batch, CPU ingest {s['ingest_cpu_pct']:.0f}% "
-            f"({s['ingest_us_per_msg']:.0f} us/msg; bare server {s['bare_cpu_pct']:.0f}%, "
+            f"({s['ingest_us_per_msg']:.0f} us/msg; bare picows server {s['bare_cpu_pct']:.0f}%, "
             f"{s['bare_us_per_msg']:.0f} us/msg) Kafka {s['kafka_cpu_pct']:.0f}% loadgen "
             f"{s['loadgen_cpu_pct']:.0f}% other processes {s['other_pct']:.0f}%")
     return "\n".join(out)
@@ -194,8 +194,9 @@ def render_markdown(res: dict[str, Any], rows: Sequence[tuple[str, str, str, str
         f"time (`received_ns`), and the p99 frame was in Kafka (LogAppendTime) within "
         f"{MAX_E2E_P99_MS:g} ms of its due time: nothing lost, and ingest keeps up with real "
         "time. The produce latency of each step is reported; its target is the half-load "
-        "figure above. The same load then runs against the bare drain server of (a): its CPU "
-        "per message is what the WebSocket stack alone costs at that load. The ramp stops at "
+        "figure above. The same load then runs against a bare drain server on ingest's "
+        "WebSocket stack (picows; `_drain picows`): its CPU per message is what receiving "
+        "alone costs at that load. The ramp stops at "
         "the first failing step, then bisects between the last passing and the first "
         "failing count; a step that failed while other processes used more than "
         f"{RERUN_OTHER_PCT:g}% of a core is run once more (both attempts listed).",

@@ -215,10 +215,10 @@ def stage_realtime(children: Children, kafka: Any, tmp: Path, plan: Plan,
 
 def stage_realtime_bare(children: Children, tmp: Path, plan: Plan,
                         calls: int) -> dict[str, Any]:
-    """The same real-time load against the bare drain server: its CPU is the baseline
-    of what the WebSocket stack alone costs at this load on this machine."""
+    """The same real-time load against a bare drain server on ingest's WebSocket stack
+    (picows): its CPU is what receiving alone costs at this load on this machine."""
     interval = FRAME_MS / 1000
-    server = children.start([sys.executable, "-m", "bench.ingest_bench", "_drain"],
+    server = children.start([sys.executable, "-m", "bench.ingest_bench", "_drain", "picows"],
                             log_path=tmp / f"drain-rt{calls}.log")
     try:
         port = int(server.readline(30).rsplit(" ", 1)[1])
