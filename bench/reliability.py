@@ -71,6 +71,8 @@ class Plan:
     scale_steps: list[int]
     scale_duration_s: float
     scale_ramp_s: float
+    scale_recorders: int = 1
+    """Recorder processes of a scale step (a consumer group: partitions spread over them)."""
     scenarios: list[str] = field(default_factory=lambda: [s.name for s in MATRIX])
 
 
@@ -113,7 +115,7 @@ def run_scenario(scenario: Scenario, calls: int, duration_s: float, ramp_s: floa
 
 def run_scale_step(calls: int, plan: Plan, workdir: Path, keep: bool = False) -> dict[str, Any]:
     cfg = RunConfig(f"scale{calls}", calls=calls, duration_s=plan.scale_duration_s,
-                    ramp_s=plan.scale_ramp_s)
+                    ramp_s=plan.scale_ramp_s, recorders=plan.scale_recorders)
     log(f"=== scale: {calls} calls of {plan.scale_duration_s:g} s "
         f"(starts over {plan.scale_ramp_s:g} s)")
     with Run(cfg, workdir) as run:
@@ -434,6 +436,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    f"({', '.join(BY_NAME)})")
     p.add_argument("--steps", default="", help="scale steps, e.g. 10,100,400")
     p.add_argument("--calls", type=int, default=0, help="calls per fault scenario")
+    p.add_argument("--recorders", type=int, default=1,
+                   help="recorder processes in each scale step (default 1)")
     p.add_argument("--json", default="", help="also write every figure to this file")
     p.add_argument("--keep-tmp", action="store_true", help="keep logs and data of each run")
     p.add_argument("--render", default="", metavar="JSON",
@@ -459,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.steps:
         plan.scale_steps = [int(x) for x in args.steps.split(",")]
+    plan.scale_recorders = args.recorders
     if args.calls:
         plan.matrix_calls = args.calls
     only = {x.strip() for x in args.only.split(",") if x.strip()}
