@@ -36,6 +36,11 @@ class IngestSettings(KafkaSettings, StreamTokenSettings):
     ingest_max_inflight_bytes: int = Field(default=32 * 1024 * 1024, ge=65536)
     """Audio bytes handed to the Kafka producer and not yet acknowledged, per process. When
     reached, ingest stops reading sockets (backpressure) until Kafka catches up."""
+    ingest_socket_receive_bytes: int = Field(default=65536, ge=0)
+    """Kernel receive buffer of each stream socket (``SO_RCVBUF``; 0: the kernel's
+    autotuning, up to megabytes). It bounds what one read brings in after a pause for
+    backpressure, and so the read buffer a stream keeps (~2 reads); 64 KiB holds ~0.5 s
+    of a two-track stream, far above what a Wavix link needs in flight."""
     ingest_max_invalid_messages: int = Field(default=50, ge=0)
     """Invalid messages tolerated per connection; one more closes it with 1008."""
     ingest_idle_timeout_s: float = Field(default=30.0, gt=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,13 @@ class IngestSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        rcvbuf = self.server.settings.ingest_socket_receive_bytes
+        if rcvbuf:
+            # picows' read buffer doubles whenever a read fills it and never shrinks: the
+            # kernel's buffer (autotuned up to MBs) would otherwise set its size after a
+            # pause for backpressure, per stream, for the rest of the call.
+            sock = transport.underlying_transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.stream = self.server.open_stream(self)
         self.feed = self.stream.feed
 

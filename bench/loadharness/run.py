@@ -95,9 +95,9 @@ class RunConfig:
 
 def kafka_jvm() -> dict[str, Any]:
     """The JVM of a benchmark's own broker: Kafka's production flags and heap (1 GiB, G1,
-    C2) unless ``CALLREC_BENCH_KAFKA_JVM=test`` asks for the tests' fast-start one
+    C2) unless ``BENCH_KAFKA_JVM=test`` asks for the tests' fast-start one
     (256-512 MiB, SerialGC, C1 only: less start-up CPU, more CPU per record)."""
-    if os.environ.get("CALLREC_BENCH_KAFKA_JVM", "production") == "test":
+    if os.environ.get("BENCH_KAFKA_JVM", "production") == "test":
         return {}
     return {"heap": "1g", "jvm_flags": stack.KAFKA_PRODUCTION_JVM_FLAGS}
 
