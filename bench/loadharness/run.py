@@ -93,15 +93,6 @@ class RunConfig:
     """How far behind its schedule the load may fall before it gives up."""
 
 
-def kafka_jvm() -> dict[str, Any]:
-    """The JVM of a benchmark's own broker: Kafka's production flags and heap (1 GiB, G1,
-    C2) unless ``BENCH_KAFKA_JVM=test`` asks for the tests' fast-start one
-    (256-512 MiB, SerialGC, C1 only: less start-up CPU, more CPU per record)."""
-    if os.environ.get("BENCH_KAFKA_JVM", "production") == "test":
-        return {}
-    return {"heap": "1g", "jvm_flags": stack.KAFKA_PRODUCTION_JVM_FLAGS}
-
-
 class Run:
     def __init__(self, cfg: RunConfig, workdir: Path,
                  kafka: stack.KafkaServer | None = None,
@@ -111,7 +102,7 @@ class Run:
         self.dir.mkdir(parents=True)
         self._own_kafka = kafka is None
         self._own_minio = minio is None
-        self.kafka = kafka or stack.KafkaServer(self.dir / "kafka", **kafka_jvm())
+        self.kafka = kafka or stack.KafkaServer(self.dir / "kafka")
         self.minio = minio or stack.MinioServer(self.dir / "minio")
         tag = f"{cfg.name}-{uuid.uuid4().hex[:8]}"
         self.topic = f"callrec.media.{tag}"

@@ -13,7 +13,7 @@ import logging
 import os
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from deploy.local.errors import KafkaStartError, KafkaToolError, NotInstalledError
@@ -45,18 +45,6 @@ KAFKA_JVM_FLAGS = (
     "-Dlog4j2.shutdownHookEnabled=false",
 )
 TOOL_JVM_FLAGS = ("-Xmx256m", *KAFKA_JVM_FLAGS)
-
-#: The JVM flags Kafka's own ``kafka-server-start.sh`` runs a broker with (G1, full
-#: tiered compilation): slower to start, less CPU per record once warm. The benchmarks
-#: that load a broker use them, so the broker on the box costs what a real one does.
-KAFKA_PRODUCTION_JVM_FLAGS = (
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent",
-    "-Djava.awt.headless=true",
-    "-Dlog4j2.shutdownHookEnabled=false",
-)
 
 
 def kafka_classpath() -> str:
@@ -136,7 +124,6 @@ class KafkaServer(ServerProcess):
         *,
         num_partitions: int = 4,
         heap: str = "512m",
-        jvm_flags: Sequence[str] = KAFKA_JVM_FLAGS,
         extra_config: Mapping[str, object] | None = None,
         die_with_parent: bool = True,
     ) -> None:
@@ -146,7 +133,6 @@ class KafkaServer(ServerProcess):
         self.controller_port = controller_port
         self.num_partitions = num_partitions
         self.heap = heap
-        self.jvm_flags = tuple(jvm_flags)
         self.extra_config = dict(extra_config or {})
         self._log_offset = 0
 
@@ -279,7 +265,7 @@ class KafkaServer(ServerProcess):
             java,
             f"-Xmx{self.heap}",
             f"-Xms{_half_heap(self.heap)}",
-            *self.jvm_flags,
+            *KAFKA_JVM_FLAGS,
             f"-Dkafka.logs.dir={self.server_log.parent}",
             f"-Dlog4j2.configurationFile={kafka_home() / 'config' / 'log4j2.xml'}",
             "-cp",

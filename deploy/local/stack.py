@@ -68,7 +68,6 @@ from deploy.local.install import (
 from deploy.local.kafka import (
     KAFKA_JVM_FLAGS,
     KAFKA_MAIN_CLASS,
-    KAFKA_PRODUCTION_JVM_FLAGS,
     KAFKA_READY_LINE,
     STORAGE_TOOL_CLASS,
     TOOL_JVM_FLAGS,
@@ -96,7 +95,6 @@ __all__ = [
     "DEFAULT_MINIO_USER",
     "KAFKA_JVM_FLAGS",
     "KAFKA_MAIN_CLASS",
-    "KAFKA_PRODUCTION_JVM_FLAGS",
     "KAFKA_READY_LINE",
     "KAFKA_VERSION",
     "LOG4J_VERSION",
