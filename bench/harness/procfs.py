@@ -1,7 +1,8 @@
 """CPU and memory of processes, and of the whole machine, read from ``/proc``.
 
-- :func:`proc_cpu_s`, :func:`proc_mem_kib`: one process (``/proc/PID/stat``
-  utime + stime; ``VmRSS`` and ``VmHWM`` of ``/proc/PID/status``);
+- :func:`proc_cpu_s`, :func:`proc_mem_kib`: one process with its child processes
+  (``/proc/PID/stat`` utime + stime, cutime + cstime; ``VmRSS`` and ``VmHWM`` of
+  ``/proc/PID/status``);
 - :func:`system_busy_s`: every core of the machine (``/proc/stat``);
 - :class:`CpuWindow`: what a stage's processes used, and what everything else on
   a shared machine used meanwhile.
@@ -19,18 +20,63 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu_s(pid: int) -> float | None:
-    """utime + stime of ``pid`` in seconds; None when it is gone."""
+    """utime + stime of ``pid`` and of its children (live ones, and reaped ones' times
+    the kernel added to it) in seconds: a service's worker processes are its CPU too.
+    None when ``pid`` is gone."""
+    own = _stat_cpu(pid, with_reaped=True)
+    if own is None:
+        return None
+    return own + sum(_stat_cpu(child, with_reaped=True) or 0.0 for child in descendants(pid))
+
+
+def _stat_cpu(pid: int, with_reaped: bool) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     if fields[0] in ("Z", "X"):
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+def descendants(pid: int) -> list[int]:
+    """Live child processes of ``pid``, their children, and so on."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
 
 
 def proc_mem_kib(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) of ``pid`` in KiB; None when it is gone."""
+    """(VmRSS, VmHWM) in KiB of ``pid`` plus its live descendants (each one's peak: an
+    upper bound of the tree's); None when ``pid`` is gone."""
+    own = _status_mem(pid)
+    if own is None:
+        return None
+    rss, hwm = own
+    for child in descendants(pid):
+        mem = _status_mem(child)
+        if mem is not None:
+            rss, hwm = rss + mem[0], hwm + mem[1]
+    return rss, hwm
+
+
+def _status_mem(pid: int) -> tuple[int, int] | None:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
