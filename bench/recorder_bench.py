@@ -1,6 +1,7 @@
 """Recorder benchmark: throughput, stop -> archive latency, memory vs call length.
 
     python -m bench.recorder_bench [--quick] [--coalesce-ms MS] [--write-docs]
+    python -m bench.recorder_bench --only throughput [--calls N] [--seconds S] [--runs R]
 
 Starts its own Kafka and MinIO (deploy/local/stack.py) and measures, each
 against a baseline run in the same process on the same data:
@@ -13,6 +14,11 @@ against a baseline run in the same process on the same data:
    p99 <= 1.5 s; the recorder's grace period, 500 ms, is part of it);
 3. memory: peak RSS of a ``callrec recorder`` process archiving one 1-minute vs
    one 60-minute two-track call fed faster than real time (target: flat).
+
+Stage 1 also reports CPU per record (this process's CPU time over the timed span,
+all threads: the recorder's archive threads count, and so does the benchmark's own
+polling of the archive, ~1 ms per 50 ms) for both, which is what costs the recorder
+a share of a core per call at real time. ``--only throughput`` runs just that stage.
 
 Records as ingest writes them with ``CALLREC_INGEST_COALESCE_MS`` = ``--coalesce-ms``
 (default 100: a ``MediaBatch`` of 5 frames per track; 0: a ``MediaChunk`` per frame).
@@ -165,7 +171,7 @@ async def manifests(store: S3Store, count: int, timeout_s: float) -> float:
 # -- stage 1: throughput -----------------------------------------------------------------
 
 
-async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
+async def bare_consume(bootstrap: str, topic: str, total: int) -> tuple[float, float]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
                                 group_id=f"bare-{uuid.uuid4().hex[:8]}",
                                 enable_auto_commit=False, auto_offset_reset="earliest",
@@ -173,41 +179,63 @@ async def bare_consume(bootstrap: str, topic: str, total: int) -> float:
     await consumer.start()
     seen = 0
     began: float | None = None
+    cpu_began = 0.0
     try:
         while seen < total:
             # From the fetch that returned the first records, that fetch included: a topic
             # of coalesced records can come whole in one fetch, which would time nothing.
-            asked = time.perf_counter()
+            asked, asked_cpu = time.perf_counter(), time.process_time()
             batches = await consumer.getmany(timeout_ms=100, max_records=4000)
             for messages in batches.values():
                 if began is None and messages:
-                    began = asked
+                    began, cpu_began = asked, asked_cpu
                 seen += len(messages)
         assert began is not None
-        return total / (time.perf_counter() - began)
+        return (total / (time.perf_counter() - began),
+                1e6 * (time.process_time() - cpu_began) / total)
     finally:
         await consumer.stop()
 
 
 async def recorder_consume(kafka: stack.KafkaServer, minio: stack.MinioServer, topic: str,
-                           calls: int, total: int, tmp: Path) -> float:
+                           calls: int, total: int, tmp: Path) -> tuple[float, float]:
     bucket = f"tp-{uuid.uuid4().hex[:8]}"
     store = store_for(minio, bucket)
     store.create_bucket()
     settings = recorder_settings(kafka, minio, topic, bucket, tmp / uuid.uuid4().hex)
+    written = count_manifests(store)
     service = wiring.recorder_service(settings, store)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
         # Timed like the baseline: from the first record read (group join excluded).
         await wait_until(lambda: any(service.tracker.next_offset(p) for p in range(4)), 60)
-        began = time.perf_counter()
-        await manifests(store, calls, timeout_s=600)
+        began, cpu_began = time.perf_counter(), time.process_time()
+        # Counted as the service uploads them: listing the archive every 50 ms would add
+        # its own CPU (XML of a growing listing) to the recorder's.
+        await wait_until(lambda: len(written) >= calls, 600)
         elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
     finally:
         stop.set()
         await task
-    return total / elapsed
+    await manifests(store, calls, timeout_s=60)  # in the archive, as the service said
+    return total / elapsed, 1e6 * cpu / total
+
+
+def count_manifests(store: S3Store) -> list[str]:
+    """The manifest keys ``store`` uploads from now on, appended as each upload returns."""
+    written: list[str] = []
+    put_bytes = store.put_bytes
+
+    def counting(key: str, data: bytes, content_type: str) -> Any:
+        stored = put_bytes(key, data, content_type)
+        if key.endswith("/manifest.json"):
+            written.append(key)
+        return stored
+
+    store.put_bytes = counting  # type: ignore[method-assign]
+    return written
 
 
 async def stage_throughput(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp: Path,
@@ -221,14 +249,22 @@ async def stage_throughput(kafka: stack.KafkaServer, minio: stack.MinioServer, t
     frames = calls * 2 * int(seconds * 50)
     log(f"throughput: {total} records ({frames} frames) of {calls} calls x {seconds:.0f} s "
         f"in {topic}")
-    bare, recorder = [], []
+    bare, recorder, bare_cpu, recorder_cpu = [], [], [], []
     for run in range(runs):  # alternate, so both see the same machine load
-        bare.append(await bare_consume(kafka.bootstrap, topic, total))
-        recorder.append(await recorder_consume(kafka, minio, topic, calls, total, tmp))
-        log(f"run {run + 1}: bare {bare[-1]:,.0f} rec/s, recorder {recorder[-1]:,.0f} rec/s")
+        rate, cpu = await bare_consume(kafka.bootstrap, topic, total)
+        bare.append(rate)
+        bare_cpu.append(cpu)
+        rate, cpu = await recorder_consume(kafka, minio, topic, calls, total, tmp)
+        recorder.append(rate)
+        recorder_cpu.append(cpu)
+        log(f"run {run + 1}: bare {bare[-1]:,.0f} rec/s ({bare_cpu[-1]:.1f} us CPU/rec), "
+            f"recorder {recorder[-1]:,.0f} rec/s ({recorder_cpu[-1]:.1f} us CPU/rec)")
     b, r = statistics.median(bare), statistics.median(recorder)
+    bc, rc = statistics.median(bare_cpu), statistics.median(recorder_cpu)
     return {"records": total, "frames": frames, "coalesce_ms": coalesce_ms, "calls": calls,
-            "seconds": seconds, "runs": runs, "bare": b, "recorder": r, "ratio": r / b}
+            "seconds": seconds, "runs": runs, "bare": b, "recorder": r, "ratio": r / b,
+            "bare_cpu_us": bc, "recorder_cpu_us": rc,
+            "recorder_cpu_ms_per_call": rc * total / calls / 1000}
 
 
 # -- stage 2: stop -> durable ------------------------------------------------------------
@@ -397,8 +433,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             quick = args.quick
             results: dict[str, Any] = {}
             results["throughput"] = await stage_throughput(
-                kafka, minio, tmp, calls=10 if quick else 40, seconds=10 if quick else 60,
-                runs=1 if quick else 3, coalesce_ms=args.coalesce_ms)
+                kafka, minio, tmp, calls=args.calls or (10 if quick else 40),
+                seconds=args.seconds or (10 if quick else 60),
+                runs=args.runs or (1 if quick else 3), coalesce_ms=args.coalesce_ms)
+            if args.only == "throughput":
+                return results
             results["latency"] = await stage_latency(kafka, minio, tmp,
                                                      calls=8 if quick else 40,
                                                      coalesce_ms=args.coalesce_ms)
@@ -417,8 +456,23 @@ def main() -> None:
                         help="CALLREC_INGEST_COALESCE_MS of the records (0: one per frame)")
     parser.add_argument("--write-docs", action="store_true",
                         help="write the results into docs/benchmarks.md (## Recorder)")
+    parser.add_argument("--only", choices=("throughput",),
+                        help="run one stage and print its figures (no docs)")
+    parser.add_argument("--calls", type=int, help="throughput stage: calls (default 40)")
+    parser.add_argument("--seconds", type=float, help="throughput stage: call length")
+    parser.add_argument("--runs", type=int, help="throughput stage: alternating runs")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
+    if args.only:
+        tp = results["throughput"]
+        print(f"throughput, {tp['calls']} calls x {tp['seconds']:.0f} s, {tp['records']:,} "
+              f"records, median of {tp['runs']}; {machine()}")
+        print(f"  recorder {tp['recorder']:,.0f} rec/s, {tp['recorder_cpu_us']:.1f} us CPU "
+              f"per record ({tp['recorder_cpu_ms_per_call']:.1f} ms per call)")
+        print(f"  bare     {tp['bare']:,.0f} rec/s, {tp['bare_cpu_us']:.1f} us CPU per record")
+        print(f"  ratio {tp['ratio']:.2f}x throughput, "
+              f"{tp['recorder_cpu_us'] / tp['bare_cpu_us']:.2f}x CPU per record")
+        return
     command = ("python -m bench.recorder_bench" + (" --quick" if args.quick else "")
                + f" --coalesce-ms {args.coalesce_ms:g}")
     text = markdown(results, command)
