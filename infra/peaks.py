@@ -90,7 +90,7 @@ class PeaksBuilder:
         self._maxs: list[list[npt.NDArray[np.int8]]] = [[] for _ in self.tracks]
         self._samples = 0
 
-    def feed(self, block: bytes) -> None:
+    def feed(self, block: bytes | memoryview) -> None:
         if self._data_left is None:
             self._head += block
             if len(self._head) < self._skip:

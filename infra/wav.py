@@ -127,7 +127,7 @@ def write_wav(
     codec: Codec,
     track_files: list[Path],
     lengths: list[int],
-    tee: Callable[[bytes], None] | None = None,
+    tee: Callable[[bytes | memoryview], None] | None = None,
 ) -> tuple[int, str]:
     """Interleave raw track files into the WAV ``out_path``; return (size, sha256 hex).
 
@@ -135,7 +135,8 @@ def write_wav(
     ``codec`` samples (whole samples); every channel is padded with silence to
     the longest. Reads and writes ``BLOCK_FRAMES`` frames at a time. ``tee``, when
     given, sees every byte written, in order (the recorder's waveform peaks are
-    computed from it instead of reading the file back).
+    computed from it instead of reading the file back), in buffers valid only for
+    the call.
     """
     channels = len(track_files)
     if channels != len(lengths):
@@ -169,7 +170,8 @@ def write_wav(
                         )
                     block[:take, ch] = np.frombuffer(data, dtype)
                 block[take:, ch] = silence
-            chunk = block.tobytes()
+            # The block's own buffer, not a bytes copy of it (0.4 ms per 30 s of stereo).
+            chunk = block.data.cast("B")
             out.write(chunk)
             digest.update(chunk)
             if tee is not None:
