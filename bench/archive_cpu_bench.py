@@ -89,7 +89,7 @@ class StepClock:
 
 def instrument(store: ObjectStore, clock: StepClock) -> None:
     """Time the archive's steps (this process only: a benchmark, not the recorder)."""
-    for name in ("put_file", "put_bytes", "exists", "get_bytes"):
+    for name in ("put_file", "put_bytes", "put_new", "exists", "get_bytes"):
         setattr(store, name, clock.wrap(f"store.{name}", getattr(store, name)))
     for name in ("write_wav", "rows_to_parquet", "build_manifest"):
         setattr(archive_module, name, clock.wrap(name, getattr(archive_module, name)))

@@ -2,6 +2,7 @@
 
     python -m bench.recorder_bench [--quick] [--coalesce-ms MS] [--write-docs]
     python -m bench.recorder_bench --only throughput [--calls N] [--seconds S] [--runs R]
+    python -m bench.recorder_bench --only realtime [--calls N] [--seconds S]
 
 Starts its own Kafka and MinIO (deploy/local/stack.py) and measures, each
 against a baseline run in the same process on the same data:
@@ -40,7 +41,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.harness.procfs import proc_mem_kib
+from bench.harness.procfs import proc_cpu_s, proc_mem_kib
 from bench.harness.procs import log as harness_log
 from bench.harness.report import machine, replace_section
 from bench.harness.topics import create_topics
@@ -226,15 +227,18 @@ async def recorder_consume(kafka: stack.KafkaServer, minio: stack.MinioServer, t
 def count_manifests(store: S3Store) -> list[str]:
     """The manifest keys ``store`` uploads from now on, appended as each upload returns."""
     written: list[str] = []
-    put_bytes = store.put_bytes
 
-    def counting(key: str, data: bytes, content_type: str) -> Any:
-        stored = put_bytes(key, data, content_type)
-        if key.endswith("/manifest.json"):
-            written.append(key)
-        return stored
+    def counting(put: Callable[[str, bytes, str], Any]) -> Callable[[str, bytes, str], Any]:
+        def put_counted(key: str, data: bytes, content_type: str) -> Any:
+            stored = put(key, data, content_type)
+            if key.endswith("/manifest.json"):
+                written.append(key)
+            return stored
 
-    store.put_bytes = counting  # type: ignore[method-assign]
+        return put_counted
+
+    store.put_bytes = counting(store.put_bytes)  # type: ignore[method-assign,assignment]
+    store.put_new = counting(store.put_new)  # type: ignore[method-assign,assignment]
     return written
 
 
@@ -328,6 +332,92 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
 
+# -- real time: CPU per call ---------------------------------------------------------------
+
+
+def recorder_env(settings: RecorderSettings) -> dict[str, str]:
+    """The environment that makes ``callrec recorder`` use ``settings``."""
+    env = {**os.environ, "CALLREC_RECORDER_PORT": "0", "CALLREC_LOG_LEVEL": "WARNING"}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            secret = getattr(value, "get_secret_value", None)
+            env["CALLREC_" + name.upper()] = str(secret() if secret else value)
+    return env
+
+
+async def paced_produce(bootstrap: str, topic: str, calls: list[list[envelope.Record]],
+                        tick_s: float) -> None:
+    """Each call's records in order, one per track each ``tick_s`` (as ingest writes a
+    coalesced batch per stream), all calls at once: real-time traffic."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        per_tick = 2  # one record per track of a two-track call
+        ticks = max(len(records) for records in calls) // per_tick + 1
+        began = time.perf_counter()
+        for tick in range(ticks):
+            sends = [producer.send(topic, envelope.encode(r), key=r.call_id.encode())
+                     for records in calls
+                     for r in records[tick * per_tick:(tick + 1) * per_tick]]
+            await asyncio.gather(*await asyncio.gather(*sends))
+            await asyncio.sleep(max(0.0, began + (tick + 1) * tick_s - time.perf_counter()))
+    finally:
+        await producer.stop()
+
+
+async def bare_consume_forever(bootstrap: str, topic: str) -> None:
+    """The baseline process of the real-time stage: read everything, keep nothing."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                group_id=f"bare-{uuid.uuid4().hex[:8]}",
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                fetch_min_bytes=256 * 1024, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        while True:
+            await consumer.getmany(timeout_ms=100, max_records=4000)
+    finally:
+        await consumer.stop()
+
+
+async def stage_realtime(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp: Path,
+                         calls: int, seconds: float, coalesce_ms: float) -> dict[str, Any]:
+    """CPU of a ``callrec recorder`` process per real-time call, against a bare consumer
+    process reading the same records at the same time (both from ``/proc``)."""
+    topic = f"rt-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka.bootstrap, topic)
+    bucket = f"rt-{uuid.uuid4().hex[:8]}"
+    store = store_for(minio, bucket)
+    store.create_bucket()
+    settings = recorder_settings(kafka, minio, topic, bucket, tmp / "rt-spill")
+    recorder = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callrec.cli", "recorder", env=recorder_env(settings))
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.recorder_bench", "--bare-consume", kafka.bootstrap, topic)
+    try:
+        # A first call through both, so that both joined their groups and are warm.
+        await paced_produce(kafka.bootstrap, topic,
+                            [call_records("rt-warm", 1, time.time_ns(), coalesce_ms)], 0)
+        await manifests(store, 1, timeout_s=120)
+        cpu = {p.pid: proc_cpu_s(p.pid) or 0.0 for p in (recorder, bare)}
+        began = time.perf_counter()
+        t0 = time.time_ns()
+        data = [call_records(f"rt-{i:04d}", seconds, t0, coalesce_ms) for i in range(calls)]
+        await paced_produce(kafka.bootstrap, topic, data, max(coalesce_ms, 20) / 1000)
+        await manifests(store, calls + 1, timeout_s=300)
+        elapsed = time.perf_counter() - began
+        used = {pid: (proc_cpu_s(pid) or 0.0) - before for pid, before in cpu.items()}
+    finally:
+        for proc in (recorder, bare):
+            proc.terminate()
+            await proc.wait()
+    core_s = calls * seconds
+    return {"calls": calls, "seconds": seconds, "elapsed": elapsed,
+            "recorder_pct": 100 * used[recorder.pid] / core_s,
+            "bare_pct": 100 * used[bare.pid] / core_s}
+
+
 # -- stage 3: memory ---------------------------------------------------------------------
 
 
@@ -348,11 +438,7 @@ async def stage_memory(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp: 
     store = store_for(minio, bucket)
     store.create_bucket()
     settings = recorder_settings(kafka, minio, topic, bucket, tmp / f"mem-{minutes}")
-    env = {**os.environ, "CALLREC_RECORDER_PORT": "0", "CALLREC_LOG_LEVEL": "WARNING"}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            secret = getattr(value, "get_secret_value", None)
-            env["CALLREC_" + name.upper()] = str(secret() if secret else value)
+    env = recorder_env(settings)
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "callrec.cli", "recorder",
                                                 env=env)
@@ -432,6 +518,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         try:
             quick = args.quick
             results: dict[str, Any] = {}
+            if args.only == "realtime":
+                results["realtime"] = await stage_realtime(
+                    kafka, minio, tmp, calls=args.calls or 100, seconds=args.seconds or 30,
+                    coalesce_ms=args.coalesce_ms)
+                return results
             results["throughput"] = await stage_throughput(
                 kafka, minio, tmp, calls=args.calls or (10 if quick else 40),
                 seconds=args.seconds or (10 if quick else 60),
@@ -456,13 +547,26 @@ def main() -> None:
                         help="CALLREC_INGEST_COALESCE_MS of the records (0: one per frame)")
     parser.add_argument("--write-docs", action="store_true",
                         help="write the results into docs/benchmarks.md (## Recorder)")
-    parser.add_argument("--only", choices=("throughput",),
+    parser.add_argument("--only", choices=("throughput", "realtime"),
                         help="run one stage and print its figures (no docs)")
     parser.add_argument("--calls", type=int, help="throughput stage: calls (default 40)")
     parser.add_argument("--seconds", type=float, help="throughput stage: call length")
     parser.add_argument("--runs", type=int, help="throughput stage: alternating runs")
+    parser.add_argument("--bare-consume", nargs=2, metavar=("BOOTSTRAP", "TOPIC"),
+                        help=argparse.SUPPRESS)  # the real-time stage's baseline process
     args = parser.parse_args()
+    if args.bare_consume:
+        asyncio.run(bare_consume_forever(*args.bare_consume))
+        return
     results = asyncio.run(main_async(args))
+    if args.only == "realtime":
+        rt = results["realtime"]
+        print(f"real time, {rt['calls']} two-track calls x {rt['seconds']:.0f} s at once "
+              f"(done in {rt['elapsed']:.0f} s); {machine()}")
+        print(f"  callrec recorder: {rt['recorder_pct']:.3f} % of a core per call")
+        print(f"  bare consumer:    {rt['bare_pct']:.3f} % of a core per call")
+        print(f"  ratio {rt['recorder_pct'] / rt['bare_pct']:.2f}x")
+        return
     if args.only:
         tp = results["throughput"]
         print(f"throughput, {tp['calls']} calls x {tp['seconds']:.0f} s, {tp['records']:,} "
