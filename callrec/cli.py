@@ -21,6 +21,7 @@ from callrec import commands_control
 from callrec.logs import configure_logging
 
 if TYPE_CHECKING:
+    from ingest.server import IngestServer
     from ingest.settings import IngestSettings
     from workers.analyzer.settings import AnalyzerSettings
 
@@ -75,6 +76,11 @@ def _ingest(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> None:
         server = wiring.ingest_server(settings)
         await server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Readiness goes at once, not when the main task next runs (after whatever
+            # the loop reads in this turn: picows answers a probe inside data_received).
+            loop.add_signal_handler(sig, _stop_taking_streams, server, stop)
         # The port line lets scripts and tests find a server started with port 0.
         print(f"callrec ingest listening on port {server.port}", flush=True)
         await stop.wait()
@@ -83,6 +89,11 @@ def _ingest(args: argparse.Namespace) -> int:
 
     run_until_signalled(main, settings.event_loop)
     return 0
+
+
+def _stop_taking_streams(server: IngestServer, stop: asyncio.Event) -> None:
+    server.stop_taking_streams()
+    stop.set()
 
 
 def _recorder(args: argparse.Namespace) -> int:

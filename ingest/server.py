@@ -152,11 +152,17 @@ class IngestServer:
             self.settings.ingest_host, self.port, STREAM_PATH, self.settings.kafka_media_topic,
         )
 
+    def stop_taking_streams(self) -> None:
+        """From now on ``/readyz`` and new stream upgrades answer 503. Called from the
+        SIGTERM handler itself: a probe or an upgrade read in the same turn of the loop
+        as the signal must already see it."""
+        self.draining = True
+        metrics.READY.set(0)
+
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop taking streams, let live ones finish within the grace period, then close."""
         grace = self.settings.ingest_drain_grace_s if grace_s is None else grace_s
-        self.draining = True  # /readyz and new stream upgrades now answer 503
-        metrics.READY.set(0)
+        self.stop_taking_streams()
         assert self._server is not None
         log.info("draining: %d live streams, grace %.0fs", len(self._streams), grace)
         if self._handlers:
