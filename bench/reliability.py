@@ -157,7 +157,8 @@ def render_scale_section(res: dict[str, Any]) -> str:
         "",
         markdown_table(SCALE_HEAD, scale_rows(steps)),
         "",
-        f"- **Per-call CPU flat within {FLAT_WITHIN:.0%}** (largest / smallest step, net): "
+        f"- **Per-call CPU never rises with the calls** (largest step over the smallest "
+        f"with fewer calls, net; {1 + FLAT_WITHIN:.1f} allowed for noise): "
         f"{fmt(ratio)} — {'met' if flat else '**not met**'}.",
         f"- **Zero loss at {last['calls'] if last else '?'} calls**: "
         f"{'met' if zero_loss_top else '**not met**'}"
@@ -285,7 +286,8 @@ def render_reliability(res: dict[str, Any]) -> str:
             "",
             markdown_table(SCALE_HEAD, scale_rows(res["scale"])),
             "",
-            f"Per-call CPU, largest / smallest step: {fmt(ratio)} (target ≤ "
+            f"Per-call CPU, largest step over the smallest with fewer calls: {fmt(ratio)} "
+            f"(never rises; target ≤ "
             f"{1 + FLAT_WITHIN:.2f}: {'met' if flat else 'not met'}).",
             "",
         ]
@@ -519,7 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nScale curve\n")
         print(text_table(SCALE_HEAD, scale_rows(res["scale"])))
         ratio, _ = flatness(res["scale"])
-        print(f"\nper-call CPU largest/smallest: {fmt(ratio)} (target <= {1 + FLAT_WITHIN:.2f})")
+        print(f"\nper-call CPU rise (largest step / smallest with fewer calls): {fmt(ratio)} "
+              f"(target <= {1 + FLAT_WITHIN:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     if args.write_docs:
