@@ -153,7 +153,9 @@ class IngestSocket(WSListener):
         if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
             return
         self.feed = _unread  # what the peer sends after this is not recorded
-        transport.send_close(WSCloseCode(code), reason.encode()[:123])
+        # A close frame's reason is at most 123 bytes of UTF-8: cut on a character.
+        transport.send_close(WSCloseCode(code),
+                             reason.encode()[:123].decode(errors="ignore").encode())
         self.resume_reading()  # the answer must be read, even from a socket held for room
         self._close_timer = asyncio.get_running_loop().call_later(
             CLOSE_TIMEOUT_S, transport.disconnect)
