@@ -152,6 +152,15 @@ def store_for(minio: stack.MinioServer, bucket: str) -> S3Store:
                    secret_access_key=minio.secret_key, region="us-east-1")
 
 
+def fresh_archive(kafka: stack.KafkaServer, minio: stack.MinioServer, topic: str,
+                  prefix: str, spill: Path) -> tuple[S3Store, RecorderSettings]:
+    """A new bucket for one stage, and recorder settings that archive into it."""
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    store = store_for(minio, bucket)
+    store.create_bucket()
+    return store, recorder_settings(kafka, minio, topic, bucket, spill)
+
+
 async def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110 - polling a plain attribute of a service
@@ -200,10 +209,7 @@ async def bare_consume(bootstrap: str, topic: str, total: int) -> tuple[float, f
 
 async def recorder_consume(kafka: stack.KafkaServer, minio: stack.MinioServer, topic: str,
                            calls: int, total: int, tmp: Path) -> tuple[float, float]:
-    bucket = f"tp-{uuid.uuid4().hex[:8]}"
-    store = store_for(minio, bucket)
-    store.create_bucket()
-    settings = recorder_settings(kafka, minio, topic, bucket, tmp / uuid.uuid4().hex)
+    store, settings = fresh_archive(kafka, minio, topic, "tp", tmp / uuid.uuid4().hex)
     written = count_manifests(store)
     service = wiring.recorder_service(settings, store)
     stop = asyncio.Event()
@@ -278,10 +284,7 @@ async def stage_latency(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp:
                         calls: int, coalesce_ms: float) -> dict[str, Any]:
     topic = f"lat-{uuid.uuid4().hex[:8]}"
     await create_topic(kafka.bootstrap, topic)
-    bucket = f"lat-{uuid.uuid4().hex[:8]}"
-    store = store_for(minio, bucket)
-    store.create_bucket()
-    settings = recorder_settings(kafka, minio, topic, bucket, tmp / "lat-spill")
+    store, settings = fresh_archive(kafka, minio, topic, "lat", tmp / "lat-spill")
     ingest = wiring.ingest_server(IngestSettings(
         kafka_bootstrap=kafka.bootstrap, kafka_media_topic=topic, ingest_host="127.0.0.1",
         ingest_port=0, ingest_tokens="t", ingest_pod_name="bench",  # type: ignore[arg-type]
@@ -387,10 +390,7 @@ async def stage_realtime(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp
     process reading the same records at the same time (both from ``/proc``)."""
     topic = f"rt-{uuid.uuid4().hex[:8]}"
     await create_topic(kafka.bootstrap, topic)
-    bucket = f"rt-{uuid.uuid4().hex[:8]}"
-    store = store_for(minio, bucket)
-    store.create_bucket()
-    settings = recorder_settings(kafka, minio, topic, bucket, tmp / "rt-spill")
+    store, settings = fresh_archive(kafka, minio, topic, "rt", tmp / "rt-spill")
     recorder = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrec.cli", "recorder", env=recorder_env(settings))
     bare = await asyncio.create_subprocess_exec(
@@ -434,10 +434,7 @@ async def stage_memory(kafka: stack.KafkaServer, minio: stack.MinioServer, tmp: 
     call_id = f"mem-{minutes}min"
     count = await produce(kafka.bootstrap, topic,
                           [call_records(call_id, minutes * 60, time.time_ns(), coalesce_ms)])
-    bucket = f"mem-{uuid.uuid4().hex[:8]}"
-    store = store_for(minio, bucket)
-    store.create_bucket()
-    settings = recorder_settings(kafka, minio, topic, bucket, tmp / f"mem-{minutes}")
+    store, settings = fresh_archive(kafka, minio, topic, "mem", tmp / f"mem-{minutes}")
     env = recorder_env(settings)
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "callrec.cli", "recorder",
