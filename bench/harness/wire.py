@@ -28,6 +28,35 @@ CLOSE_TIMEOUT_S = 10.0
 """After our close frame (or the server's), how long to wait for the TCP close."""
 
 
+# Frames built beforehand (``Connection.write``) carry an all-zero masking key: a server
+# unmasks them like any other. RFC 6455 wants unpredictable keys so that script in a
+# browser cannot choose the bytes on the wire; a load generator has no such attacker, and
+# skipping the XOR is most of what framing would cost it.
+_ZERO_MASK = b"\x00\x00\x00\x00"
+_HEADERS: dict[int, bytes] = {}
+
+
+def frame_header(length: int, opcode: int = 0x1) -> bytes:
+    """FIN + opcode, MASK bit, length, and an all-zero masking key."""
+    if opcode == 0x1 and length in _HEADERS:
+        return _HEADERS[length]
+    if length < 126:
+        head = bytes((0x80 | opcode, 0x80 | length))
+    elif length < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
+    head += _ZERO_MASK
+    if opcode == 0x1:
+        _HEADERS[length] = head
+    return head
+
+
+def ws_frame(data: bytes, opcode: int = 0x1) -> bytes:
+    """One complete client frame of ``data`` (text by default), for ``Connection.write``."""
+    return frame_header(len(data), opcode) + data
+
+
 class Connection(asyncio.Protocol):
     """One client connection. Create with :func:`open_connection`."""
 

@@ -16,7 +16,7 @@ import re
 import sys
 import uuid
 
-from bench.harness.wire import Connection, open_connection
+from bench.harness.wire import Connection, frame_header, open_connection, ws_frame
 
 TOKEN = "bench-token"
 STREAM_PATH = f"/v1/stream?token={TOKEN}"
@@ -25,29 +25,7 @@ FRAME_MS = 20
 FRAME_BYTES = 960
 """20 ms of L16/24000, as Wavix sends it."""
 
-_ZERO_MASK = b"\x00\x00\x00\x00"
 _SEQ, _CHUNK, _TS = 7777777771, 7777777772, 7777777773
-_HEADERS: dict[int, bytes] = {}
-
-
-def frame_header(length: int, opcode: int = 0x1) -> bytes:
-    """FIN + opcode, MASK bit, length, and an all-zero masking key."""
-    if opcode == 0x1 and length in _HEADERS:
-        return _HEADERS[length]
-    if length < 126:
-        head = bytes((0x80 | opcode, 0x80 | length))
-    elif length < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
-    head += _ZERO_MASK
-    if opcode == 0x1:
-        _HEADERS[length] = head
-    return head
-
-
-def ws_frame(data: bytes, opcode: int = 0x1) -> bytes:
-    return frame_header(len(data), opcode) + data
 
 
 def _audio_frame() -> bytes:

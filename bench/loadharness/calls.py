@@ -48,12 +48,20 @@ def frames_for(duration_s: float) -> int:
     return max(1, round(duration_s * 1000 / FRAME_MS))
 
 
+@functools.cache
+def _doubled_bytes(track: str) -> bytes:
+    return _doubled(track).astype("<i2").tobytes()
+
+
 def frame(index: int, track: str, chunk: int) -> bytes:
-    """PCM16 LE bytes of frame ``chunk`` (1-based) of ``track`` of call ``index``."""
-    doubled = _doubled(track)
-    length = len(doubled) // 2
+    """PCM16 LE bytes of frame ``chunk`` (1-based) of ``track`` of call ``index``.
+
+    A slice of the looped track's bytes: 400 real-time calls ask for 40,000 frames a
+    second, and a numpy slice converted to bytes cost 3 us of that budget each."""
+    doubled = _doubled_bytes(track)
+    length = len(doubled) // 4
     start = ((chunk - 1) * FRAME_SAMPLES + index * SHIFT) % length
-    return doubled[start : start + FRAME_SAMPLES].astype("<i2").tobytes()
+    return doubled[2 * start : 2 * (start + FRAME_SAMPLES)]
 
 
 def track_bytes(index: int, track: str, frames: int) -> bytes:

@@ -11,10 +11,11 @@ Each call is one ``both`` connection: ``connected``, ``start`` (sequence 1), the
 every 20 ms the inbound and the outbound frame of that tick (sequence numbers in
 sending order, ``chunk`` = tick, ``timestamp`` = (chunk - 1) * 20), then ``stop``
 and a normal close; exactly what ``callrec simulate --layout both`` sends, from
-:mod:`schemas.wavix`. Frame *k* is due 20 ms x *k* after ``start`` (when it is
-complete). One loop paces every call of the process: a connection whose socket
-is not writable (TCP backpressure from ingest) owes its frames and sends them,
-in order, when writable again. Lateness = send time - due time of the oldest
+:mod:`schemas.wavix`; media frames go out framed beforehand (``wire.ws_frame``, one
+``write`` per tick), the rest through websockets' protocol. Frame *k* is due 20 ms x *k*
+after ``start`` (when it is complete). One loop paces every call of the process: a
+connection whose socket is not writable (TCP backpressure from ingest) owes its frames
+and sends them, in order, when writable again. Lateness = send time - due time of the oldest
 frame sent. A connection lost or closed by the server ends that call; the report
 says how many frames it had sent.
 
@@ -36,7 +37,7 @@ from typing import Any
 
 from bench.harness.procfs import self_cpu_s
 from bench.harness.procs import raise_nofile
-from bench.harness.wire import Connection, open_connection
+from bench.harness.wire import Connection, open_connection, ws_frame
 from bench.loadharness import calls as callaudio
 from callrec.simulator import iso_time
 from schemas import wavix
@@ -204,14 +205,12 @@ class LoadGenerator:
             self.late.append(late_ms)
             report.late_max_ms = max(report.late_max_ms, late_ms)
             upto = min(due, sent + MAX_TICKS_PER_WRITE)
+            frames = []
             for tick in range(sent + 1, upto + 1):
-                if not (conn.send_text(call.media(tick, "inbound"), flush=False)
-                        and conn.send_text(call.media(tick, "outbound"), flush=False)):
-                    conn.flush()
-                    self._end(call, f"closed {conn.close_code}")
-                    return
-                report.frames_sent = tick
-            conn.flush()
+                frames.append(ws_frame(call.media(tick, "inbound")))
+                frames.append(ws_frame(call.media(tick, "outbound")))
+            conn.write(b"".join(frames))
+            report.frames_sent = upto
             self.sent_messages += 2 * (upto - sent)
             call.next_due = call.t0 + (report.frames_sent + 1) * FRAME_S
         if report.frames_sent == report.frames and not conn.paused:
