@@ -37,13 +37,13 @@ from typing import NamedTuple, Protocol
 from schemas.codecs import Codec
 from workers.recorder.errors import FinalizedError, SpoolCorruptError
 
-DEFAULT_WINDOW_MS = 500
+DEFAULT_WINDOW_MS = 100
 """Default reorder window: chunks up to this much audio late still land in the main run.
 
 A stream's chunks come over one WebSocket and one Kafka partition, in order; the window
 only saves a late run file when a sender reorders. It was 2000 ms: at 400 calls that kept
 150 MiB of audio in reorder buffers, whose cache misses cost the recorder ~15 % of its
-CPU (docs/benchmarks.md, "Cost per call")."""
+CPU, and 500 ms still 7-9 % more than 100 (docs/benchmarks.md, "Cost per call")."""
 DEFAULT_MAX_DURATION_MS = 6 * 3600 * 1000
 """Audio past this point is rejected: it bounds disk use against a bogus timestamp, and
 keeps a stereo 24 kHz WAV (96 kB/s, 2 GB for 6 h) below the 4 GiB RIFF limit."""
