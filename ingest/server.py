@@ -108,6 +108,9 @@ class IngestServer:
         """Streams with frames in a coalescing window -> the window's end (loop time),
         oldest first: windows have one length, so insertion order is deadline order."""
         self._window_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Set by :meth:`start`. ``asyncio.get_running_loop()`` costs a ``getpid`` system
+        call (CPython's fork check): 3 % of ingest's CPU when windows asked it each time."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class IngestServer:
             use_aiofastnet=False,
             logger_name=_PICOWS_LOG,
         )
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch_kafka()), loop.create_task(self._sweep_idle())]
         log.info(
             "ingest listening on %s:%d%s, publishing to %s",
@@ -229,7 +232,7 @@ class IngestServer:
 
     def window_opened(self, stream: OpenStream) -> None:
         """``stream`` took the first frame of a window: it ends ``coalesce_s`` from now."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         deadline = loop.time() + self.coalesce_s
         self._windows[stream] = deadline
         if self._window_timer is None:
@@ -248,7 +251,7 @@ class IngestServer:
 
     def _flush_windows(self) -> None:
         self._window_timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         limit = loop.time() + self._coalesce_tick
         windows = self._windows
         while windows:
