@@ -8,7 +8,9 @@ runs, every component a real process on 127.0.0.1 (bench/loadharness/):
 
 1. **The scale curve**: 10 → 100 → 200 → 400 concurrent real-time calls of 30 s
    (starts spread over 10 s) through one ingest and one recorder: per-call CPU,
-   frame→Kafka and stop→archive percentiles, consumer lag, RSS, loss.
+   frame→Kafka and stop→archive percentiles, consumer lag, RSS, loss. With
+   ``--steady`` each step is sustained load instead: N calls live at once for a
+   whole call length while calls keep ending and starting (2N calls in all).
 2. **The fault matrix** (bench/loadharness/scenarios.py): the same live load
    (40 real-time two-track calls of 24 s) with one fault each: none (baseline),
    recorder ``kill -9`` + restart, recorders added/removed (rebalance), Kafka
@@ -73,6 +75,12 @@ class Plan:
     scale_ramp_s: float
     scale_recorders: int = 1
     """Recorder processes of a scale step (a consumer group: partitions spread over them)."""
+    scale_steady: bool = False
+    """Steps of sustained load instead (``--steady``): a step of N runs 2N calls whose
+    starts are spread evenly over twice the call length, so N calls are live at once for
+    a whole call length while calls keep ending and starting (N / length a second), as
+    under a day's traffic; the default step starts its N calls within ``scale_ramp_s``,
+    so they also end within it."""
     scenarios: list[str] = field(default_factory=lambda: [s.name for s in MATRIX])
 
 
@@ -113,11 +121,16 @@ def run_scenario(scenario: Scenario, calls: int, duration_s: float, ramp_s: floa
     return result
 
 
-def run_scale_step(calls: int, plan: Plan, workdir: Path, keep: bool = False) -> dict[str, Any]:
-    cfg = RunConfig(f"scale{calls}", calls=calls, duration_s=plan.scale_duration_s,
-                    ramp_s=plan.scale_ramp_s, recorders=plan.scale_recorders)
+def run_scale_step(live: int, plan: Plan, workdir: Path, keep: bool = False) -> dict[str, Any]:
+    """One step of ``live`` calls at once (``Plan.scale_steady`` says how they come)."""
+    if plan.scale_steady:
+        calls, ramp_s, name = 2 * live, 2 * plan.scale_duration_s, f"steady{live}"
+    else:
+        calls, ramp_s, name = live, plan.scale_ramp_s, f"scale{live}"
+    cfg = RunConfig(name, calls=calls, duration_s=plan.scale_duration_s, ramp_s=ramp_s,
+                    recorders=plan.scale_recorders)
     log(f"=== scale: {calls} calls of {plan.scale_duration_s:g} s "
-        f"(starts over {plan.scale_ramp_s:g} s)")
+        f"(starts over {ramp_s:g} s)")
     with Run(cfg, workdir) as run:
         try:
             run.start_load()
@@ -440,6 +453,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=0, help="calls per fault scenario")
     p.add_argument("--recorders", type=int, default=1,
                    help="recorder processes in each scale step (default 1)")
+    p.add_argument("--steady", action="store_true",
+                   help="scale steps of sustained load: a step of N runs 2N calls started "
+                   "evenly over twice the call length, N of them live at once")
     p.add_argument("--json", default="", help="also write every figure to this file")
     p.add_argument("--keep-tmp", action="store_true", help="keep logs and data of each run")
     p.add_argument("--render", default="", metavar="JSON",
@@ -466,6 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.steps:
         plan.scale_steps = [int(x) for x in args.steps.split(",")]
     plan.scale_recorders = args.recorders
+    plan.scale_steady = args.steady
+    if args.steady and args.write_docs:
+        print("--steady figures are not the scale curve's: not written to the docs",
+              file=sys.stderr)
+        return 2
     if args.calls:
         plan.matrix_calls = args.calls
     only = {x.strip() for x in args.only.split(",") if x.strip()}
