@@ -10,7 +10,8 @@ feeds their encoded records through ``envelope.decode`` and the recorder's
 timing the CPU of each step in this thread. Baseline, measured in the same run: the
 same WAV bytes uploaded with one ``put_bytes`` per recording (what storing the audio
 costs at the least). Prints CPU per recording by step, the ratio of the whole to the
-baseline, and the per-call CPU it implies (% of a core while the call lasts).
+baseline, and the per-call CPU it implies (% of a core while the call lasts); with
+MinIO, also the CPU the server process spent on the archive steps and on the baseline.
 
 It isolates the recorder's own Python from Kafka, the event loop and the other
 processes that ``bench/reliability.py``'s scale steps share the machine with; docs/
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import workers.recorder.archive as archive_module
+from bench.harness.procfs import proc_cpu_s
 from bench.harness.report import machine
 from infra.store import ObjectStore
 from infra.store.local import LocalStore
@@ -97,9 +99,10 @@ def instrument(store: ObjectStore, clock: StepClock) -> None:
         "finalize (assemble tracks)", RecordingAssembler.finalize)
 
 
-def stores(kind: str, work: Path) -> Iterator[ObjectStore]:
+def stores(kind: str, work: Path) -> Iterator[tuple[ObjectStore, int | None]]:
+    """The store, and the pid of its server process when it has one (MinIO)."""
     if kind == "local":
-        yield LocalStore(work / "archive")
+        yield LocalStore(work / "archive"), None
         return
     from deploy.local import stack
     from infra.store.s3 import S3Store
@@ -111,7 +114,7 @@ def stores(kind: str, work: Path) -> Iterator[ObjectStore]:
         store = S3Store("bench", endpoint_url=server.endpoint, region="us-east-1",
                         access_key_id=server.access_key, secret_access_key=server.secret_key)
         store.create_bucket(object_lock=False)
-        yield store
+        yield store, server.pid
     finally:
         server.stop()
 
@@ -128,7 +131,7 @@ def main() -> None:
     data = {f"call-{n}": call_records(f"call-{n}", args.seconds, audio)
             for n in range(args.calls)}
     try:
-        for store in stores(args.store, work):
+        for store, server_pid in stores(args.store, work):
             tracker = RecordingTracker(
                 lambda call_id: RecordingAssembler(call_id, work / "spool" / call_id),
                 grace_ms=0, idle_timeout_s=3600)
@@ -142,21 +145,37 @@ def main() -> None:
             clock = StepClock()
             instrument(store, clock)
             ready = tracker.ready(1.0)
+            server_began = server_cpu(server_pid)
             began = time.thread_time()
             for rec in ready:
                 archive_module.archive_recording(store, rec, work)
             archive_s = time.thread_time() - began
+            server_s = server_cpu(server_pid) - server_began
             steps = dict(clock.cpu)  # before the baseline's uploads add to it
             # Baseline: the WAVs' bytes stored once each, nothing else.
             wavs = [store.get_bytes(recording_prefix(f"{call_id}-0") + WAV_NAME)
                     for call_id in data]
+            server_began = server_cpu(server_pid)
             began = time.thread_time()
             for n, wav in enumerate(wavs):
                 store.put_bytes(f"baseline/{n}.wav", wav, "audio/wav")
             baseline_s = time.thread_time() - began
+            server_baseline_s = server_cpu(server_pid) - server_began
             report(args, feed_s, archive_s, baseline_s, steps)
+            if server_pid is not None:
+                n = args.calls
+                print(f"  S3 server (MinIO) CPU per recording: {1000 * server_s / n:7.2f} ms "
+                      f"(baseline {1000 * server_baseline_s / n:.2f} ms)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds of the store's server process so far (0 without one); it has answered
+    every request counted before this is read, the uploads being synchronous."""
+    if pid is None:
+        return 0.0
+    return proc_cpu_s(pid) or 0.0
 
 
 def report(args: argparse.Namespace, feed_s: float, archive_s: float, baseline_s: float,

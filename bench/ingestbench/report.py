@@ -177,7 +177,10 @@ def render_markdown(res: dict[str, Any], rows: Sequence[tuple[str, str, str, str
         "`callrec_ingest_published_frames_total`, as a record may carry a window of them) / "
         "(broker LogAppendTime of the newest record - first send). "
         f"{res['plan']['conns']} connections x {res['plan']['media']} media messages, "
-        "median of the runs.",
+        "median of the runs, after one (b) run into the fresh broker that is not counted "
+        "(its first seconds are slower)"
+        + (f": {res['warmup_msg_s']:,.0f} msg/s in this one." if "warmup_msg_s" in res
+           else "."),
         "- p99 frame->ack: `callrec_ingest_produce_latency_seconds` (from a record handed to "
         "the publisher to its batch's acks=all acknowledgement; one observation per batch) "
         "interpolated like PromQL `histogram_quantile`, at 50 % of (b)'s msg/s paced over "
