@@ -39,7 +39,7 @@ def summarize(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         ("(a) bare websockets drain, msg/s", fmt(a, 0), "", ""),
         ("(b) callrec ingest -> Kafka acks=all, msg/s", fmt(b, 0), "", ""),
-        ("ratio (b)/(a)", fmt(ratio, 2), f">= {TARGET_RATIO}",
+        ("ratio (b)/(a)", fmt(ratio, 3), f">= {TARGET_RATIO}",
          "yes" if ratio >= TARGET_RATIO else "NO"),
         (f"p99 frame->ack at half load ({fmt(half['rate_sent'], 0)} msg/s), ms",
          fmt(half["p99_ms"], 2), f"<= {TARGET_P99_MS:g}",
