@@ -88,8 +88,10 @@ def _notes(r: dict[str, Any]) -> str:
     ing, rec = r["ingest"], r["recorder"]
     for f in r["faults"]:
         if "drain_s" in f:
+            flip = (f" {f['not_ready_after_ms']} ms after SIGTERM"
+                    if "not_ready_after_ms" in f else "")
             notes.append(f"drained in {f['drain_s']} s (exit {f['exit_code']}); while "
-                         f"draining /readyz {f['readyz_while_draining']}, upgrade "
+                         f"draining /readyz {f['readyz_while_draining']}{flip}, upgrade "
                          f"{f['upgrade_while_draining']}; replacement ready in "
                          f"{f['replacement_ready_s']} s")
         if "archived_after_s" in f and f.get("ended_before"):
