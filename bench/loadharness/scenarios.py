@@ -109,7 +109,7 @@ def ingest_drain(run: Run) -> None:
     draining = run.term_ingest(0)
     assert draining.port is not None
     # The signal is delivered and handled asynchronously: a probe sent the same
-    # microsecond can be read before it (seen once in ten runs). Probe as Kubernetes
+    # microsecond can be read before it (one of three runs). Probe as Kubernetes
     # does, repeatedly, for up to a second; once not ready, a new stream must be refused.
     readyz, flipped = http_get(draining.port, "/readyz")[0], time.time()
     while readyz == 200 and time.time() - start < READY_FLIP_LIMIT_S:
