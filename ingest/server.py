@@ -109,8 +109,9 @@ class IngestServer:
         oldest first: windows have one length, so insertion order is deadline order."""
         self._window_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        """Set by :meth:`start`. ``asyncio.get_running_loop()`` costs a ``getpid`` system
-        call (CPython's fork check): 3 % of ingest's CPU when windows asked it each time."""
+        """Set by :meth:`start`. ``asyncio.get_running_loop()`` makes a ``getpid`` system
+        call (CPython's fork check): 3 % of ingest's samples in a native profile when each
+        window asked it (docs/benchmarks.md, "Cost per call")."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
