@@ -21,6 +21,7 @@ from callrec import commands_control
 from callrec.logs import configure_logging
 
 if TYPE_CHECKING:
+    from infra.settings import ProcessSettings
     from ingest.server import IngestServer
     from ingest.settings import IngestSettings
     from workers.analyzer.settings import AnalyzerSettings
@@ -43,10 +44,15 @@ def _refused(command: str, settings: IngestSettings) -> bool:
 
 def run_until_signalled(
     main: Callable[[asyncio.Event], Awaitable[None]],
-    event_loop: str = "asyncio",
+    settings: ProcessSettings,
 ) -> None:
     """Run ``main(stop)`` where ``stop`` is set on SIGTERM or SIGINT, on the event loop
-    named by ``event_loop`` (``CALLREC_EVENT_LOOP``: ``uvloop`` or ``asyncio``)."""
+    named by ``settings.event_loop`` (``CALLREC_EVENT_LOOP``: ``uvloop`` or ``asyncio``),
+    with the process heap tuned by ``settings.heap_*`` (infra/heap.py)."""
+    from infra.heap import keep_freed_heap
+
+    keep_freed_heap(settings.heap_trim_threshold_bytes, settings.heap_top_pad_bytes,
+                    settings.heap_mmap_threshold_bytes)
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -55,7 +61,7 @@ def run_until_signalled(
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    if event_loop == "uvloop":
+    if settings.event_loop == "uvloop":
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner_:
@@ -87,7 +93,7 @@ def _ingest(args: argparse.Namespace) -> int:
         log.info("SIGTERM: draining for up to %.0fs", settings.ingest_drain_grace_s)
         await server.drain()
 
-    run_until_signalled(main, settings.event_loop)
+    run_until_signalled(main, settings)
     return 0
 
 
@@ -110,7 +116,7 @@ def _recorder(args: argparse.Namespace) -> int:
         service = wiring.recorder_service(settings, store)
         await run_with_probes(service, settings.recorder_host, settings.recorder_port, stop)
 
-    run_until_signalled(main, settings.event_loop)
+    run_until_signalled(main, settings)
     return 0
 
 
@@ -136,7 +142,7 @@ def _analyzer(args: argparse.Namespace) -> int:
         service = wiring.analyzer_service(settings, store, transcriber)
         await run_with_probes(service, settings.analyzer_host, settings.analyzer_port, stop)
 
-    run_until_signalled(main, settings.event_loop)
+    run_until_signalled(main, settings)
     return 0
 
 
@@ -201,7 +207,7 @@ def _up(args: argparse.Namespace) -> int:
                   f"console http://<host>:{embedded.console.port}/", flush=True)
         await running
 
-    run_until_signalled(main, settings.event_loop)
+    run_until_signalled(main, settings)
     return 0
 
 

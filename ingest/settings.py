@@ -8,11 +8,11 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from infra.settings import KafkaSettings, StreamTokenSettings
+from infra.settings import KafkaSettings, ProcessSettings, StreamTokenSettings
 from schemas.codecs import CODECS
 
 
-class IngestSettings(KafkaSettings, StreamTokenSettings):
+class IngestSettings(ProcessSettings, KafkaSettings, StreamTokenSettings):
     """``callrec ingest``: the WebSocket server Wavix streams to."""
 
     ingest_host: str = "0.0.0.0"

@@ -78,9 +78,9 @@ def drain_picows_main() -> None:
         ws_create_server,
     )
 
-    from infra.settings import ServiceSettings
+    from infra.settings import ProcessSettings
 
-    loop_name = ServiceSettings().event_loop
+    loop_name = ProcessSettings().event_loop
     raise_nofile()
     stats = {"messages": 0, "last": 0.0}
     data_types = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION)

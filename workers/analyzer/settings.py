@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from infra.settings import ArchiveSettings, KafkaSettings
+from infra.settings import ArchiveSettings, KafkaSettings, ProcessSettings
 from workers.analyzer.analysis import AnalysisConfig
 from workers.analyzer.transcribe import TranscriberConfig
 from workers.analyzer.turns import TurnRules
 
 
-class AnalyzerSettings(KafkaSettings, ArchiveSettings):
+class AnalyzerSettings(ProcessSettings, KafkaSettings, ArchiveSettings):
     """``callrec analyzer``: transcribes archived recordings and computes call metrics."""
 
     analyzer_group_id: str = "callrec-analyzer"

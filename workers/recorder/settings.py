@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from infra.settings import ArchiveSettings, KafkaSettings
+from infra.settings import ArchiveSettings, KafkaSettings, ProcessSettings
 
 
-class RecorderSettings(KafkaSettings, ArchiveSettings):
+class RecorderSettings(ProcessSettings, KafkaSettings, ArchiveSettings):
     """``callrec recorder``: reassembles calls from Kafka and archives them."""
 
     recorder_group_id: str = "callrec-recorder"
